@@ -1,0 +1,1 @@
+"""Stream agents and the per-lead decisions they make."""

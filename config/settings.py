@@ -1,0 +1,270 @@
+"""Engine settings: defaults, then a TOML file, then environment variables.
+
+The settings file is the one named by ``NURTURE_CONFIG``, else ``nurture.toml``
+in the working directory when it exists. Every key can be overridden by an
+environment variable ``NURTURE_<SECTION>_<KEY>`` (for example
+``NURTURE_KAFKA_PARTITIONS=12``); ``NURTURE_BROKER`` is a short form of
+``NURTURE_KAFKA_BROKER``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from nurture.config.errors import ConfigError
+
+PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent
+DEFAULT_RULES_FILE = PACKAGE_CONFIG_DIR / "rules.toml"
+EVENT_KINDS = ("click", "open", "form")
+CODECS = ("json", "avro")
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    broker: str = "kafka://127.0.0.1:9092"
+    partitions: int = 6
+    replication_factor: int = 1
+    admin_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    click: str = "events.click"
+    open: str = "events.open"
+    form: str = "events.form"
+    commands: str = "nurture.commands"
+    deadletter: str = "nurture.deadletter"
+
+    def event_topic(self, kind: str) -> str:
+        return str(getattr(self, kind))
+
+    def event_topics(self) -> tuple[str, ...]:
+        return tuple(self.event_topic(kind) for kind in EVENT_KINDS)
+
+    def all_topics(self) -> tuple[str, ...]:
+        return (*self.event_topics(), self.commands, self.deadletter)
+
+
+@dataclass(frozen=True)
+class CodecSettings:
+    """Payload format of each event topic: ``json`` or ``avro`` (schemaless binary)."""
+
+    click: str = "json"
+    open: str = "json"
+    form: str = "json"
+
+    def for_kind(self, kind: str) -> str:
+        return str(getattr(self, kind))
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    app_id: str = "nurture"
+    data_dir: str = "var/worker"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    model_dir: str = "var/model"
+    rules_file: str = str(DEFAULT_RULES_FILE)
+    recent_event_ids: int = 64
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: str = "auto"  # auto: JSON unless stderr is a terminal
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    codecs: CodecSettings = field(default_factory=CodecSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    source: str = "defaults"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Broker list without the ``kafka://`` scheme, as kafka-python wants it."""
+        return ",".join(
+            server.strip().removeprefix("kafka://")
+            for server in self.kafka.broker.replace(";", ",").split(",")
+            if server.strip()
+        )
+
+
+_SECTIONS: dict[str, type] = {
+    "kafka": KafkaSettings,
+    "topics": TopicSettings,
+    "codecs": CodecSettings,
+    "worker": WorkerSettings,
+    "log": LogSettings,
+}
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("codecs", "click"): CODECS,
+    ("codecs", "open"): CODECS,
+    ("codecs", "form"): CODECS,
+    ("log", "format"): ("auto", "json", "console"),
+    ("log", "level"): ("debug", "info", "warning", "error"),
+}
+_ENV_ALIASES = {"NURTURE_BROKER": ("kafka", "broker")}
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build settings from defaults, the settings file and the environment.
+
+    Raises ConfigError naming the file (or variable), the key and the problem.
+    """
+    environ = os.environ if environ is None else environ
+    file_path = _settings_path(path, environ)
+    values: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    where: dict[tuple[str, str], str] = {}
+
+    if file_path is not None:
+        _merge_file(file_path, values, where)
+    _merge_environment(environ, values, where)
+
+    sections = {
+        name: _build_section(name, cls, values[name], where)
+        for name, cls in _SECTIONS.items()
+    }
+    source = str(file_path) if file_path is not None else "defaults"
+
+    return Settings(**sections, source=source)
+
+
+def _settings_path(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> Path | None:
+    if path is not None:
+        chosen = Path(path)
+    elif environ.get("NURTURE_CONFIG"):
+        chosen = Path(environ["NURTURE_CONFIG"])
+    else:
+        default = Path("nurture.toml")
+        return default if default.is_file() else None
+    if not chosen.is_file():
+        raise ConfigError(
+            f"settings file {chosen} not found; create it or unset NURTURE_CONFIG"
+        )
+    return chosen
+
+
+def _merge_file(
+    path: Path, values: dict[str, dict[str, Any]], where: dict[tuple[str, str], str]
+) -> None:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read settings file: {exc}") from exc
+
+    for section, table in document.items():
+        if section not in _SECTIONS:
+            known = ", ".join(f"[{name}]" for name in _SECTIONS)
+            raise ConfigError(f"{path}: unknown section [{section}]; known: {known}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table of keys")
+        for key, value in table.items():
+            values[section][key] = value
+            where[(section, key)] = f"{path}: [{section}] {key}"
+
+
+def _merge_environment(
+    environ: Mapping[str, str],
+    values: dict[str, dict[str, Any]],
+    where: dict[tuple[str, str], str],
+) -> None:
+    for variable, (section, key) in _ENV_ALIASES.items():
+        if environ.get(variable):
+            values[section][key] = environ[variable]
+            where[(section, key)] = f"environment variable {variable}"
+
+    for section, cls in _SECTIONS.items():
+        for spec in dataclasses.fields(cls):
+            variable = f"NURTURE_{section}_{spec.name}".upper()
+            if variable in environ:
+                values[section][spec.name] = environ[variable]
+                where[(section, spec.name)] = f"environment variable {variable}"
+
+
+def _build_section(
+    name: str, cls: type, raw: dict[str, Any], where: dict[tuple[str, str], str]
+) -> Any:
+    known = {spec.name: spec for spec in dataclasses.fields(cls)}
+    converted: dict[str, Any] = {}
+    for key, value in raw.items():
+        place = where.get((name, key), f"[{name}] {key}")
+        if key not in known:
+            raise ConfigError(
+                f"{place}: unknown key; [{name}] takes {', '.join(sorted(known))}"
+            )
+        default = known[key].default
+        converted[key] = _convert(value, default, place)
+        choices = _CHOICES.get((name, key))
+        if choices and converted[key] not in choices:
+            raise ConfigError(
+                f"{place}: {converted[key]!r} is not one of {', '.join(choices)}"
+            )
+    settings = cls(**converted)
+    _check_ranges(name, settings, where)
+
+    return settings
+
+
+def _convert(value: Any, default: Any, place: str) -> Any:
+    """Convert a file or environment value to the type of the key's default."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{place}: expected true or false, got {value!r}")
+    if isinstance(default, int):
+        try:
+            if isinstance(value, float) or isinstance(value, bool):
+                raise ValueError(value)
+            return int(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{place}: expected a whole number, got {value!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{place}: expected a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{place}: expected text, got {value!r}")
+
+    return value
+
+
+def _check_ranges(
+    name: str, settings: Any, where: dict[tuple[str, str], str]
+) -> None:
+    minimums = {
+        ("kafka", "partitions"): 1,
+        ("kafka", "replication_factor"): 1,
+        ("worker", "web_port"): 1,
+        ("worker", "recent_event_ids"): 1,
+    }
+    for (section, key), minimum in minimums.items():
+        if section != name:
+            continue
+        value = getattr(settings, key)
+        if value < minimum:
+            place = where.get((section, key), f"[{section}] {key}")
+            raise ConfigError(f"{place}: must be at least {minimum}, got {value}")
+    if name == "kafka" and not settings.broker.strip():
+        raise ConfigError(f"{where.get(('kafka', 'broker'), '[kafka] broker')}: empty")

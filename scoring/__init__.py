@@ -1,0 +1,1 @@
+"""Features, training, model loading and explanations."""

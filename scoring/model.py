@@ -1,0 +1,92 @@
+"""Loading a trained model with its card, scoring leads and explaining scores."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightgbm
+import numpy as np
+
+from nurture.config.errors import NurtureError
+from nurture.scoring.explain import top_reasons
+from nurture.scoring.features import FEATURE_NAMES
+
+MODEL_FILE = "model.txt"
+CARD_FILE = "card.json"
+
+
+class ModelError(NurtureError):
+    """A model directory is missing, unreadable or made for other features."""
+
+
+@dataclass(frozen=True)
+class ScoredLead:
+    probability: float
+    score: float  # probability shown as 0-100
+
+
+class LeadModel:
+    """A LightGBM booster with its model card."""
+
+    def __init__(self, booster: lightgbm.Booster, card: dict[str, Any]) -> None:
+        self.booster = booster
+        self.card = card
+        self.version = str(card["version"])
+
+    def score(self, rows: Sequence[Sequence[float]]) -> list[ScoredLead]:
+        """Score a batch of feature rows; each row's result depends only on that row."""
+        matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
+        probabilities = self.booster.predict(matrix, num_threads=1)
+
+        return [
+            ScoredLead(float(p), round(float(p) * 100.0, 2)) for p in probabilities
+        ]
+
+    def explain(self, row: Sequence[float], count: int = 3) -> list[dict[str, Any]]:
+        """Return the top ``count`` reasons for one row's score (costly: call per command)."""
+        matrix = np.asarray([row], dtype=np.float64)
+        contributions = self.booster.predict(matrix, pred_contrib=True, num_threads=1)[0]
+
+        return top_reasons(row, contributions[: len(FEATURE_NAMES)], count)
+
+
+def load_model(directory: str | Path) -> LeadModel:
+    """Load ``model.txt`` and ``card.json`` from ``directory`` and check they fit this engine."""
+    directory = Path(directory)
+    model_path = directory / MODEL_FILE
+    card_path = directory / CARD_FILE
+    for path in (model_path, card_path):
+        if not path.is_file():
+            raise ModelError(
+                f"model file {path} not found; train one with `nurture train --out {directory}`"
+            )
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model card {card_path} is not valid JSON: {exc}") from exc
+    try:
+        booster = lightgbm.Booster(model_file=str(model_path))
+    except lightgbm.basic.LightGBMError as exc:
+        raise ModelError(f"model file {model_path} cannot be loaded: {exc}") from exc
+
+    _check_features(card_path, card, booster)
+
+    return LeadModel(booster, card)
+
+
+def _check_features(card_path: Path, card: dict[str, Any], booster: lightgbm.Booster) -> None:
+    if not isinstance(card, dict) or "version" not in card or "features" not in card:
+        raise ModelError(f"model card {card_path} lacks 'version' or 'features'")
+    expected = list(FEATURE_NAMES)
+    for source, names in (("card", list(card["features"])), ("model", booster.feature_name())):
+        if names != expected:
+            missing = [name for name in expected if name not in names]
+            extra = [name for name in names if name not in expected]
+            raise ModelError(
+                f"the {source} in {card_path.parent} was trained on other features "
+                f"(missing: {missing or 'none'}, unexpected: {extra or 'none'}); "
+                "retrain it with this version's `nurture train`"
+            )

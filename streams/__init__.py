@@ -1,0 +1,1 @@
+"""The Faust application, topics, codecs and command-line interface."""

@@ -1,0 +1,69 @@
+"""The Faust application: topics, the lead table and the ingest agent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from nurture.agents.ingest import IngestHandler, Outputs, RuntimeHolder
+from nurture.config.settings import EVENT_KINDS, Settings
+
+LEADS_TABLE = "leads"
+
+
+def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.App, RuntimeHolder]:
+    """Create the Faust app for ``settings``; the worker fills the returned holder at start."""
+    app = faust.App(
+        settings.worker.app_id,
+        broker=settings.kafka.broker,
+        store=store,
+        datadir=settings.worker.data_dir,
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        topic_allow_declare=True,
+        web_host=settings.worker.web_host,
+        web_port=settings.worker.web_port,
+        key_serializer="raw",
+        value_serializer="raw",
+        producer_acks=-1,
+        autodiscover=False,
+    )
+    holder = RuntimeHolder()
+    topic_kinds = {settings.topics.event_topic(kind): kind for kind in EVENT_KINDS}
+    events = app.topic(*topic_kinds, key_serializer="raw", value_serializer="raw")
+    commands = app.topic(settings.topics.commands, key_serializer="raw", value_serializer="raw")
+    deadletter = app.topic(settings.topics.deadletter, key_serializer="raw", value_serializer="raw")
+    leads = app.Table(
+        LEADS_TABLE,
+        default=None,
+        partitions=settings.kafka.partitions,
+        schema=faust.Schema(key_type=bytes, value_type=bytes,
+                            key_serializer="raw", value_serializer="raw"),
+        options={"driver": "rocksdict"},
+    )
+
+    async def send_command(key: bytes, value: bytes) -> Any:
+        return await commands.send(key=key, value=value)
+
+    async def send_deadletter(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        return await deadletter.send(key=key, value=value, headers=headers)
+
+    handler = IngestHandler(
+        kinds=topic_kinds,
+        codecs={settings.topics.event_topic(kind): settings.codecs.for_kind(kind) for kind in EVENT_KINDS},
+        table=leads,
+        outputs=Outputs(send_command, send_deadletter),
+        holder=holder,
+    )
+
+    # NOTE: records are handled one at a time because Faust tables accept writes
+    # only during per-event iteration; batched state is a later design step.
+    @app.agent(events, name="nurture.ingest")
+    async def ingest(stream: Any) -> None:
+        async for event in stream.events():
+            await handler.handle(event.message)
+
+    app.nurture_handler = handler  # type: ignore[attr-defined]
+    app.nurture_leads = leads  # type: ignore[attr-defined]
+    return app, holder

@@ -1,0 +1,207 @@
+"""The ``nurture`` command: Faust's command line with the engine's own commands.
+
+``nurture worker`` is Faust's worker, preceded by the checks that must pass
+before any record is consumed: the rule file, the model and the topics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import structlog
+
+from nurture.agents.ingest import RuntimeHolder
+from nurture.agents.pipeline import Runtime
+from nurture.agents.rules import load_rules
+from nurture.config.errors import NurtureError
+from nurture.config.settings import Settings, load_settings
+from nurture.streams.logs import configure_logging
+
+log = structlog.get_logger("nurture.cli")
+
+
+def main() -> None:
+    """Entry point of the ``nurture`` console script."""
+    try:
+        settings = load_settings()
+    except NurtureError as exc:
+        print(f"nurture: invalid settings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log)
+    _loaded[:] = [settings]
+
+    from faust.cli.faust import cli  # imported late: it pulls in all of Faust
+
+    from nurture.streams.app import build_app
+
+    app, holder = build_app(settings)
+    _add_commands(cli, settings, holder)
+    app.main()
+
+
+def _add_commands(cli: click.Group, settings: Settings, holder: RuntimeHolder) -> None:
+    faust_worker = cli.commands["worker"]
+
+    @click.pass_context
+    def worker(ctx: click.Context, **options: Any) -> Any:
+        _prepare_worker(settings, holder)
+        return ctx.invoke(faust_worker, **options)
+
+    cli.add_command(click.Command(
+        "worker", params=faust_worker.params, callback=worker,
+        help="Start a worker: check rules, model and topics, then consume events.",
+    ))
+    cli.add_command(topics)
+    cli.add_command(train)
+    cli.add_command(replay)
+    cli.add_command(report)
+
+
+_loaded: list[Settings] = []
+
+
+def _settings(ctx: click.Context) -> Settings:
+    """Return the settings ``main`` loaded, so every command sees the same values."""
+    return _loaded[0] if _loaded else load_settings()
+
+
+def _prepare_worker(settings: Settings, holder: RuntimeHolder) -> None:
+    from nurture.scoring.model import load_model
+    from nurture.streams.topics import ensure_topics
+
+    try:
+        rules = load_rules(settings.worker.rules_file)
+        model = load_model(settings.worker.model_dir)
+        ensure_topics(settings)
+    except NurtureError as exc:
+        log.error("worker_start_failed", error=str(exc))
+        raise click.ClickException(str(exc)) from exc
+    holder.runtime = Runtime(model=model, rules=rules,
+                             recent_event_ids=settings.worker.recent_event_ids)
+    log.info("worker_starting", app_id=settings.worker.app_id, broker=settings.bootstrap_servers,
+             model_version=model.version, rules=[rule.name for rule in rules],
+             partitions=settings.kafka.partitions, settings_source=settings.source)
+
+
+@click.group()
+def topics() -> None:
+    """Manage the engine's Kafka topics."""
+
+
+@topics.command("create")
+@click.pass_context
+def topics_create(ctx: click.Context) -> None:
+    """Create missing topics with the configured partition count."""
+    from nurture.streams.topics import ensure_topics
+
+    settings = _settings(ctx)
+    try:
+        statuses = ensure_topics(settings)
+    except NurtureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for status in statuses:
+        state = "created" if status.created else "exists"
+        click.echo(f"{status.name:<24}{status.partitions:>4} partitions  {state}")
+
+
+@click.command()
+@click.option("--history", "history", type=click.Path(dir_okay=False), required=True,
+              help="Event history: clickstream CSV or JSON Lines, optionally .gz.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Directory for model.txt and card.json [default: the worker's model_dir].")
+@click.option("--until", "until", default=None,
+              help="Use only events before this date (YYYY-MM-DD, UTC).")
+@click.option("--horizon-days", default=7.0, show_default=True,
+              help="A row is positive when the lead converts within this many days.")
+@click.option("--eval-fraction", default=0.2, show_default=True,
+              help="Latest share of the time range kept for evaluation.")
+@click.option("--rounds", default=200, show_default=True, help="Boosting rounds.")
+@click.pass_context
+def train(ctx: click.Context, history: str, out_dir: str | None, until: str | None,
+          horizon_days: float, eval_fraction: float, rounds: int) -> None:
+    """Train the lead-scoring model and write it with its model card."""
+    from nurture.scoring.train import train as train_model
+    from nurture.streams.history import read_events
+
+    settings = _settings(ctx)
+    out_dir = out_dir or settings.worker.model_dir
+    try:
+        events = read_events(history)
+        if until:
+            cutoff = _parse_date(until, "--until")
+            events = [event for event in events if event.event_time < cutoff]
+        card = train_model(events, out_dir, horizon_days=horizon_days, eval_fraction=eval_fraction,
+                           rounds=rounds, source_name=Path(history).name,
+                           source_sha256=_sha256(history))
+    except NurtureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"model {card['version']} written to {out_dir}")
+    click.echo(f"  trained on {card['train']['rows']} rows ({card['train']['from']} to {card['train']['to']})")
+    click.echo(f"  evaluated on {card['eval']['rows']} later rows: ROC AUC {card['eval']['auc']:.3f}")
+
+
+@click.command()
+@click.argument("history", type=click.Path(dir_okay=False))
+@click.option("--since", default=None, help="Replay events from this date (YYYY-MM-DD, UTC).")
+@click.option("--until", default=None, help="Replay events before this date (YYYY-MM-DD, UTC).")
+@click.option("--speed", default=0.0, show_default=True,
+              help="0 sends as fast as possible; N plays N seconds of history per second.")
+@click.option("--limit", default=None, type=int, help="Send at most this many events.")
+@click.pass_context
+def replay(ctx: click.Context, history: str, since: str | None, until: str | None,
+           speed: float, limit: int | None) -> None:
+    """Produce a clickstream file's events to the event topics."""
+    from nurture.streams.history import read_events
+    from nurture.streams.replay import replay as replay_events
+    from nurture.streams.replay import select
+
+    settings = _settings(ctx)
+    if speed < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--speed")
+    try:
+        events = select(read_events(history),
+                        _parse_date(since, "--since") if since else None,
+                        _parse_date(until, "--until") if until else None, limit)
+        stats = replay_events(settings, events, speed=speed)
+    except NurtureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(stats.by_kind.items()))
+    click.echo(f"replayed {stats.events} events ({kinds}) in {stats.seconds:.1f} s")
+
+
+@click.command()
+@click.option("--wait-idle", default=0.0, show_default=True,
+              help="First wait up to this many seconds for the worker to catch up.")
+@click.option("--top", default=5, show_default=True, help="How many top leads to show.")
+@click.pass_context
+def report(ctx: click.Context, wait_idle: float, top: int) -> None:
+    """Summarise the commands and dead letters on the topics."""
+    from nurture.streams.report import format_report, read_report, wait_until_idle
+
+    settings = _settings(ctx)
+    if wait_idle > 0 and not wait_until_idle(settings, wait_idle):
+        click.echo(f"warning: the worker had not caught up after {wait_idle:.0f} s", err=True)
+    click.echo(format_report(read_report(settings), top=top))
+
+
+def _parse_date(text: str, option: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a date like 2024-05-01", param_hint=option) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,130 @@
+"""The one place that turns event and command records into bytes and back.
+
+Each event topic has a codec, ``json`` (UTF-8 JSON object) or ``avro``
+(schemaless Avro binary written with the topic's schema from ``schemas/``).
+Decoding validates the record against the schema and a few semantic limits; a
+failure raises DecodeError with a short machine-readable reason and a message.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import fastavro
+import fastavro.validation
+import orjson
+
+from nurture.schemas import COMMAND_SCHEMA_VERSION, load_schema
+from nurture.schemas.records import Event
+
+# Events are accepted from the year 2000 up to one day ahead of the worker's clock.
+MIN_EVENT_TIME_MS = 946_684_800_000
+MAX_CLOCK_SKEW_MS = 24 * 3600 * 1000
+MAX_ID_LENGTH = 200
+
+
+class DecodeError(ValueError):
+    """An event payload that cannot be used; ``reason`` is a stable short code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def decode_event(kind: str, codec: str, payload: bytes | None, key: bytes | None,
+                 now_ms: int | None = None) -> Event:
+    """Decode and validate one event payload of ``kind`` written with ``codec``."""
+    if not payload:
+        raise DecodeError("empty", "the record value is empty")
+    schema = load_schema(kind)
+    if codec == "avro":
+        record = _read_avro(schema, payload)
+    else:
+        record = _read_json(schema, payload)
+    event = Event.from_record(kind, record)
+    _check_event(event, key, time.time_ns() // 1_000_000 if now_ms is None else now_ms)
+
+    return event
+
+
+def encode_event(event: Event, codec: str) -> bytes:
+    """Encode an event for its topic; the inverse of ``decode_event``."""
+    record = event.to_record()
+    if codec == "avro":
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, load_schema(event.kind), record)
+        return buffer.getvalue()
+    return orjson.dumps(record)
+
+
+def encode_command(command: dict[str, Any]) -> bytes:
+    """Encode a command as JSON after checking it against ``schemas/command.avsc``."""
+    if command.get("schema_version") != COMMAND_SCHEMA_VERSION:
+        raise ValueError(f"command schema_version must be {COMMAND_SCHEMA_VERSION}")
+    fastavro.validation.validate(command, load_schema("command"), raise_errors=True)
+    return orjson.dumps(command)
+
+
+def decode_command(payload: bytes) -> dict[str, Any]:
+    return orjson.loads(payload)
+
+
+def _read_avro(schema: Any, payload: bytes) -> dict[str, Any]:
+    buffer = io.BytesIO(payload)
+    try:
+        record = fastavro.schemaless_reader(buffer, schema)
+    except (EOFError, StopIteration) as exc:
+        raise DecodeError("avro_truncated", f"Avro payload ends early: {exc}") from exc
+    except (ValueError, TypeError, IndexError, UnicodeDecodeError, OverflowError) as exc:
+        raise DecodeError("avro_invalid", f"Avro payload cannot be read: {exc}") from exc
+    if buffer.tell() != len(payload):
+        raise DecodeError(
+            "avro_trailing_bytes",
+            f"Avro payload has {len(payload) - buffer.tell()} bytes after the record",
+        )
+
+    return record
+
+
+def _read_json(schema: Any, payload: bytes) -> dict[str, Any]:
+    try:
+        record = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("json_invalid", f"payload is not valid UTF-8 JSON: {exc}") from exc
+    if not isinstance(record, dict):
+        raise DecodeError("json_not_object", "payload must be a JSON object")
+    _fill_defaults(schema, record)
+    try:
+        fastavro.validation.validate(record, schema, raise_errors=True)
+    except fastavro.validation.ValidationError as exc:
+        raise DecodeError("schema_invalid", f"record does not match schema: {exc}") from exc
+    known = {spec["name"] for spec in schema["fields"]}
+    unknown = sorted(set(record) - known)
+    if unknown:
+        raise DecodeError("schema_invalid", f"unknown fields: {', '.join(unknown)}")
+
+    return record
+
+
+def _fill_defaults(schema: Any, record: dict[str, Any]) -> None:
+    for spec in schema["fields"]:
+        if spec["name"] not in record and "default" in spec:
+            default = spec["default"]
+            record[spec["name"]] = dict(default) if isinstance(default, dict) else default
+
+
+def _check_event(event: Event, key: bytes | None, now_ms: int) -> None:
+    for name in ("event_id", "lead_id"):
+        value = getattr(event, name)
+        if not value.strip():
+            raise DecodeError(f"missing_{name}", f"{name} is empty")
+        if len(value) > MAX_ID_LENGTH:
+            raise DecodeError(f"invalid_{name}", f"{name} is longer than {MAX_ID_LENGTH} characters")
+    if key is not None and key != event.lead_id.encode("utf-8"):
+        raise DecodeError("key_mismatch", "record key differs from the event's lead_id")
+    if event.event_time < MIN_EVENT_TIME_MS:
+        raise DecodeError("time_out_of_range", f"event_time {event.event_time} is before 2000-01-01")
+    if event.event_time > now_ms + MAX_CLOCK_SKEW_MS:
+        raise DecodeError("time_out_of_range", f"event_time {event.event_time} is more than a day ahead")

@@ -1,0 +1,81 @@
+"""Creating the engine's topics with kafka-python's admin client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from nurture.config.errors import NurtureError
+from nurture.config.settings import Settings
+
+log = structlog.get_logger("nurture.topics")
+
+
+class TopicError(NurtureError):
+    """Topics could not be created or do not have the partition count the engine needs."""
+
+
+@dataclass(frozen=True)
+class TopicStatus:
+    name: str
+    partitions: int
+    created: bool
+
+
+def ensure_topics(settings: Settings) -> list[TopicStatus]:
+    """Create the missing topics and check the partition count of existing ones."""
+    wanted = settings.kafka.partitions
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=f"{settings.worker.app_id}-admin",
+            request_timeout_ms=int(settings.kafka.admin_timeout_seconds * 1000),
+        )
+    except KafkaError as exc:
+        raise TopicError(
+            f"cannot reach the Kafka broker at {settings.bootstrap_servers}: {exc}; "
+            "start it with `make kafka` or set NURTURE_BROKER"
+        ) from exc
+    try:
+        existing = set(admin.list_topics())
+        created = []
+        for name in settings.topics.all_topics():
+            if name in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(name, wanted, settings.kafka.replication_factor)])
+                created.append(name)
+                log.info("topic_created", topic=name, partitions=wanted)
+            except TopicAlreadyExistsError:
+                pass
+        counts = _partition_counts(admin, settings.topics.all_topics())
+    except KafkaError as exc:
+        raise TopicError(f"topic creation failed on {settings.bootstrap_servers}: {exc}") from exc
+    finally:
+        admin.close()
+
+    _check_event_partitions(settings, counts)
+    return [TopicStatus(name, counts[name], name in created) for name in settings.topics.all_topics()]
+
+
+def _partition_counts(admin: KafkaAdminClient, names: tuple[str, ...]) -> dict[str, int]:
+    return {
+        description["topic"]: len(description["partitions"])
+        for description in admin.describe_topics(list(names))
+    }
+
+
+def _check_event_partitions(settings: Settings, counts: dict[str, int]) -> None:
+    """Event topics share the lead table's partitioning, so their counts must match it."""
+    wanted = settings.kafka.partitions
+    for name in settings.topics.event_topics():
+        if counts.get(name) != wanted:
+            raise TopicError(
+                f"topic {name} has {counts.get(name)} partitions but the engine is set to "
+                f"{wanted} (NURTURE_KAFKA_PARTITIONS); event topics and the lead table must "
+                "have the same count"
+            )

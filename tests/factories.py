@@ -1,0 +1,28 @@
+"""Small builders of events for tests."""
+
+from __future__ import annotations
+
+from nurture.schemas.records import Event
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+T0 = 1_717_200_000_000  # 2024-06-01 00:00 UTC
+
+
+def click(lead: str, at: int, page: str = "product_view", event_id: str | None = None,
+          **attrs: object) -> Event:
+    fields = {"page": page, "url": None, "session_id": None, "platform": None,
+              "channel": None, "command_id": None, "template": None, **attrs}
+    return Event("click", event_id or f"c-{lead}-{at}-{page}", lead, at, at, fields)
+
+
+def open_(lead: str, at: int, event_id: str | None = None, **attrs: object) -> Event:
+    fields = {"channel": "email", "command_id": None, "template": None, "platform": None, **attrs}
+    return Event("open", event_id or f"o-{lead}-{at}", lead, at, at, fields)
+
+
+def form(lead: str, at: int, name: str = "signup", conversion: bool = False,
+         fields: dict[str, str] | None = None, event_id: str | None = None) -> Event:
+    attrs = {"form": name, "conversion": conversion, "session_id": None, "platform": None,
+             "channel": None, "fields": fields if fields is not None else {}}
+    return Event("form", event_id or f"f-{lead}-{at}-{name}", lead, at, at, attrs)

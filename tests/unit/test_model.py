@@ -1,0 +1,39 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nurture.scoring.features import FEATURE_NAMES
+from nurture.scoring.model import ModelError, load_model
+
+
+def test_missing_model_directory(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not found; train one with `nurture train"):
+        load_model(tmp_path / "absent")
+
+
+def test_corrupt_model_file(model_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(model_dir / "card.json", tmp_path / "card.json")
+    (tmp_path / "model.txt").write_text("tree\nthis is not a model\n")
+
+    with pytest.raises(ModelError, match="cannot be loaded"):
+        load_model(tmp_path)
+
+
+def test_model_for_other_features(model_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(model_dir / "model.txt", tmp_path / "model.txt")
+    card = json.loads((model_dir / "card.json").read_text())
+    card["features"] = card["features"][:-1] + ["favourite_colour"]
+    (tmp_path / "card.json").write_text(json.dumps(card))
+
+    with pytest.raises(ModelError, match="trained on other features.*favourite_colour"):
+        load_model(tmp_path)
+
+
+def test_score_of_a_row_does_not_depend_on_its_batch(model) -> None:
+    rows = [[float(i % 7) for _ in FEATURE_NAMES] for i in range(20)]
+    alone = [model.score([row])[0].probability for row in rows]
+    together = [scored.probability for scored in model.score(rows)]
+
+    assert alone == together

@@ -1,0 +1,43 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from factories import DAY_MS, T0, click, form
+from nurture.scoring.train import MS_PER_DAY, build_rows, roc_auc, train
+
+
+def test_labels_look_only_forward_within_horizon() -> None:
+    events = [
+        click("a", T0), click("a", T0 + 2 * DAY_MS),
+        form("a", T0 + 5 * DAY_MS, "order", conversion=True),
+        click("b", T0 + DAY_MS),
+    ]
+    rows = build_rows(events, horizon_ms=4 * MS_PER_DAY)
+
+    # Rows: a@T0 (purchase 5 days later, outside 4), a@T0+2d (inside), b (never).
+    assert rows.labels == [0, 0, 1]
+    assert rows.times == [T0, T0 + DAY_MS, T0 + 2 * DAY_MS]
+
+
+def test_roc_auc_known_values() -> None:
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert roc_auc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
+
+
+def test_card_describes_model(model_dir: Path, history) -> None:
+    card = json.loads((model_dir / "card.json").read_text())
+
+    assert card["version"].startswith("m-")
+    assert card["eval"]["auc"] > 0.6
+    assert card["train"]["to"] < card["eval"]["from"]
+    assert card["source"]["events"] == len(history)
+    assert card["data_range"]["from"].startswith("2024-01-04")
+
+
+def test_training_is_reproducible(history, tmp_path: Path) -> None:
+    subset = history[:15000]
+    first = train(subset, tmp_path / "one", rounds=20)
+    second = train(subset, tmp_path / "two", rounds=20)
+
+    assert first["version"] == second["version"]
