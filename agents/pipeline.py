@@ -62,6 +62,8 @@ def process_event(lead: dict[str, Any], event: Event, runtime: Runtime,
         command = build_command(lead, decision, event, reasons, now_ms)
         record_send(lead, decision.send_key, decision.rule.channel, event.event_time,
                     command["command_id"])
+        if decision.follows_up is not None:
+            lead["sends"][decision.follows_up]["followed_up"] = True
         if decision.rule.once:
             lead["fired_once"].append(decision.rule.name)
         outcome.commands.append(command)

@@ -21,7 +21,7 @@ TRIGGERS = ("event", "score_crossed", "engaged_after_send")
 ACTIONS = {"send_email": "email", "handoff_sales": "crm"}
 EVENT_KINDS = ("click", "open", "form")
 _RULE_KEYS = {
-    "name", "on", "kinds", "where", "threshold", "within_days", "after", "sequence",
+    "name", "on", "kinds", "where", "threshold", "within_days", "min_delay_minutes", "after", "sequence",
     "action", "template", "once", "cooldown_hours", "expires_hours",
 }
 _DEFAULT_KEYS = {"cooldown_hours", "expires_hours"}
@@ -38,6 +38,7 @@ class Rule:
     where: dict[str, Any] = field(default_factory=dict)
     threshold: float = 0.0
     within_days: float = 0.0
+    min_delay_minutes: float = 30.0
     after: tuple[str, ...] = ()
     sequence: tuple[str, ...] = ()
     once: bool = False
@@ -51,6 +52,7 @@ class Decision:
 
     rule: Rule
     template: str | None
+    follows_up: str | None = None  # the send this engagement follow-up answers
 
     @property
     def send_key(self) -> str:
@@ -162,7 +164,10 @@ def _trigger_fields(place: _Place, name: str, trigger: str, raw: dict[str, Any])
     sequence = _text_list(place, name, raw, "sequence")
     if not sequence:
         raise place.error(name, "key 'sequence': list the templates to send in order")
-    return {"kinds": _kinds(place, name, raw), "within_days": within,
+    delay = raw.get("min_delay_minutes", 30.0)
+    if not _is_number(delay) or delay < 0:
+        raise place.error(name, f"key 'min_delay_minutes': expected 0 or more, got {delay!r}")
+    return {"kinds": _kinds(place, name, raw), "within_days": within, "min_delay_minutes": float(delay),
             "after": tuple(_text_list(place, name, raw, "after")), "sequence": tuple(sequence)}
 
 
@@ -237,9 +242,9 @@ def evaluate(rules: list[Rule], lead: dict[str, Any], event: Event,
         elif rule.on == "score_crossed" and (previous_score or 0.0) < rule.threshold <= score:
             decisions.append(Decision(rule, rule.template))
         elif rule.on == "engaged_after_send":
-            template = _next_in_sequence(rule, lead, event)
-            if template is not None:
-                decisions.append(Decision(rule, template))
+            follow_up = _next_in_sequence(rule, lead, event)
+            if follow_up is not None:
+                decisions.append(Decision(rule, *follow_up))
 
     return decisions
 
@@ -257,25 +262,44 @@ def _matches_event(rule: Rule, event: Event) -> bool:
     return True
 
 
-def _next_in_sequence(rule: Rule, lead: dict[str, Any], event: Event) -> str | None:
-    """Pick the next unsent template when the event engages with a recent email."""
+def _next_in_sequence(rule: Rule, lead: dict[str, Any], event: Event) -> tuple[str, str] | None:
+    """Return (next unsent template, engaged template) when the event engages with an email.
+
+    An open counts as engagement with the email it names, else with the latest
+    one sent at least ``min_delay_minutes`` earlier (a sooner open is more likely
+    a re-open of an older message); a click counts only when it names the email
+    (command_id or template), because ordinary browsing says nothing about a
+    message. Each email earns at most one follow-up.
+    """
     if event.kind not in rule.kinds:
         return None
-    emails = {template: record for template, record in lead["sends"].items()
-              if record.get("channel", "email") == "email" and record["at"] <= event.event_time}
-    if rule.after:
-        emails = {template: record for template, record in emails.items() if template in rule.after}
-    if not emails:
+    engaged = _engaged_send(rule, lead, event)
+    if engaged is None:
         return None
-    attributed = event.attrs.get("template")
-    if attributed in emails:
-        last_at = emails[attributed]["at"]
-    else:
-        last_at = max(record["at"] for record in emails.values())
-    if event.event_time - last_at > rule.within_days * 86_400_000:
+    template, record = engaged
+    if record.get("followed_up") or event.event_time - record["at"] > rule.within_days * 86_400_000:
         return None
 
-    for template in rule.sequence:
-        if template not in lead["sends"]:
-            return template
+    for candidate in rule.sequence:
+        if candidate not in lead["sends"]:
+            return candidate, template
     return None
+
+
+def _engaged_send(rule: Rule, lead: dict[str, Any], event: Event) -> tuple[str, dict[str, Any]] | None:
+    emails = {
+        template: record for template, record in lead["sends"].items()
+        if record.get("channel") == "email" and record["at"] <= event.event_time
+        and (not rule.after or template in rule.after)
+    }
+    command = event.attrs.get("command_id")
+    named = event.attrs.get("template")
+    for template, record in emails.items():
+        if (command and record.get("command_id") == command) or (named and template == named):
+            return template, record
+    earliest_ms = event.event_time - int(rule.min_delay_minutes * 60_000)
+    settled = {template: record for template, record in emails.items() if record["at"] <= earliest_ms}
+    if event.kind != "open" or not settled:
+        return None
+    template = max(settled, key=lambda name: settled[name]["at"])
+    return template, settled[template]

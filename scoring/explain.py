@@ -23,6 +23,8 @@ def describe(feature: str, value: float) -> str:
     """Say what a feature value means, for a salesperson or a marketer."""
     signal, _, window = feature.rpartition("_")
     if signal in _SIGNAL_WORDS and window in _WINDOW_WORDS:
+        if value < 0.05:
+            return f"no {_SIGNAL_WORDS[signal]} in {_WINDOW_WORDS[window]}"
         return f"about {value:.1f} {_SIGNAL_WORDS[signal]} in {_WINDOW_WORDS[window]} (recent ones weigh more)"
     if feature == "hours_since_first_seen":
         return f"first seen {_duration(value)} ago"

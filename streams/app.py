@@ -38,8 +38,10 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         LEADS_TABLE,
         default=None,
         partitions=settings.kafka.partitions,
-        schema=faust.Schema(key_type=bytes, value_type=bytes,
-                            key_serializer="raw", value_serializer="raw"),
+        # bytes keys and values make Faust store and changelog them as raw
+        # bytes; agents/state.py owns the encoding.
+        key_type=bytes,
+        value_type=bytes,
         options={"driver": "rocksdict"},
     )
 

@@ -63,7 +63,8 @@ def wait_until_idle(settings: Settings, timeout_seconds: float, quiet_seconds: f
                       for p in sorted(consumer.partitions_for_topic(topic) or [])]
         while time.monotonic() < deadline:
             end = consumer.end_offsets(partitions)
-            committed = admin.list_consumer_group_offsets(settings.worker.app_id)
+            group = settings.worker.app_id
+            committed = admin.list_group_offsets(group).get(group, {})
             lag = sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
             if lag <= 0:
                 caught_up_since = caught_up_since or time.monotonic()

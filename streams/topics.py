@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import structlog
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from nurture.config.errors import NurtureError
@@ -47,7 +46,11 @@ def ensure_topics(settings: Settings) -> list[TopicStatus]:
             if name in existing:
                 continue
             try:
-                admin.create_topics([NewTopic(name, wanted, settings.kafka.replication_factor)])
+                admin.create_topics(
+                    {name: {"num_partitions": wanted,
+                            "replication_factor": settings.kafka.replication_factor}},
+                    wait_for_metadata=True,
+                )
                 created.append(name)
                 log.info("topic_created", topic=name, partitions=wanted)
             except TopicAlreadyExistsError:
@@ -64,7 +67,7 @@ def ensure_topics(settings: Settings) -> list[TopicStatus]:
 
 def _partition_counts(admin: KafkaAdminClient, names: tuple[str, ...]) -> dict[str, int]:
     return {
-        description["topic"]: len(description["partitions"])
+        description["name"]: len(description["partitions"])
         for description in admin.describe_topics(list(names))
     }
 

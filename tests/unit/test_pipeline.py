@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from factories import DAY_MS, HOUR_MS, T0, click, form
+from factories import DAY_MS, HOUR_MS, T0, click, form, open_
 from nurture.agents.commands import command_id
 from nurture.agents.pipeline import Runtime, process_event
 from nurture.agents.rules import load_rules
@@ -57,3 +57,15 @@ def test_score_history_is_bounded(runtime) -> None:
 
     assert len(lead["score_history"]) == 10
     assert lead["score_history"][-1][0] == T0 + 29 * HOUR_MS
+
+
+def test_burst_of_opens_sends_one_follow_up(runtime) -> None:
+    lead = new_lead("l")
+    process_event(lead, form("l", T0, fields={"email": "l@example.com"}), runtime)
+    follow_ups = []
+    for minute in range(1, 6):
+        outcome = process_event(lead, open_("l", T0 + HOUR_MS + minute * 60_000), runtime)
+        follow_ups.extend(command["template"] for command in outcome.commands)
+
+    assert follow_ups == ["buying_guide"]
+    assert lead["sends"]["welcome"]["followed_up"] is True

@@ -97,11 +97,29 @@ def test_engagement_within_window_picks_next_template(rules) -> None:
     inside = evaluate(rules, lead, open_("l", T0 + 2 * DAY_MS), None, 1.0)
     outside = evaluate(rules, lead, open_("l", T0 + 4 * DAY_MS), None, 1.0)
     record_send(lead, "buying_guide", "email", T0 + DAY_MS, "cmd-2")
-    after_guide = evaluate(rules, lead, click("l", T0 + 2 * DAY_MS), None, 1.0)
+    by_command = evaluate(rules, lead, click("l", T0 + 2 * DAY_MS, command_id="cmd-2"), None, 1.0)
+    by_template = evaluate(rules, lead, click("l", T0 + 2 * DAY_MS, template="buying_guide"), None, 1.0)
 
     assert _names(inside) == [("next_content", "buying_guide")]
+    assert inside[0].follows_up == "welcome"
     assert _names(outside) == []
-    assert _names(after_guide) == [("next_content", "customer_stories")]
+    assert _names(by_command) == [("next_content", "customer_stories")]
+    assert _names(by_template) == [("next_content", "customer_stories")]
+
+
+def test_plain_browsing_is_not_engagement(rules) -> None:
+    lead = new_lead("l")
+    record_send(lead, "welcome", "email", T0, "cmd-1")
+
+    assert _names(evaluate(rules, lead, click("l", T0 + DAY_MS), None, 1.0)) == []
+
+
+def test_each_email_earns_one_follow_up(rules) -> None:
+    lead = new_lead("l")
+    record_send(lead, "welcome", "email", T0, "cmd-1")
+    lead["sends"]["welcome"]["followed_up"] = True
+
+    assert _names(evaluate(rules, lead, open_("l", T0 + DAY_MS), None, 1.0)) == []
 
 
 def test_engagement_without_any_send_fires_nothing(rules) -> None:
