@@ -130,10 +130,10 @@ def train(ctx: click.Context, history: str, out_dir: str | None, until: str | No
 
     settings = _settings(ctx)
     out_dir = out_dir or settings.worker.model_dir
+    cutoff = _parse_date(until, "--until") if until else None
     try:
         events = read_events(history)
-        if until:
-            cutoff = _parse_date(until, "--until")
+        if cutoff is not None:
             events = [event for event in events if event.event_time < cutoff]
         card = train_model(events, out_dir, horizon_days=horizon_days, eval_fraction=eval_fraction,
                            rounds=rounds, source_name=Path(history).name,
@@ -163,10 +163,10 @@ def replay(ctx: click.Context, history: str, since: str | None, until: str | Non
     settings = _settings(ctx)
     if speed < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--speed")
+    since_ms = _parse_date(since, "--since") if since else None
+    until_ms = _parse_date(until, "--until") if until else None
     try:
-        events = select(read_events(history),
-                        _parse_date(since, "--since") if since else None,
-                        _parse_date(until, "--until") if until else None, limit)
+        events = select(read_events(history), since_ms, until_ms, limit)
         stats = replay_events(settings, events, speed=speed)
     except NurtureError as exc:
         raise click.ClickException(str(exc)) from exc

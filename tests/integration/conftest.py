@@ -1,0 +1,133 @@
+"""Integration fixtures: a real worker process against the broker in NURTURE_BROKER."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from nurture.config.settings import Settings, load_settings
+
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def broker() -> str:
+    url = os.environ.get("NURTURE_BROKER")
+    if not url:
+        pytest.skip("NURTURE_BROKER is not set; run the suite with `make test`, which starts a broker")
+    return url
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Worker:
+    """A `nurture worker` subprocess with its own app id, data dir and web port."""
+
+    def __init__(self, directory: Path, broker: str, model_dir: Path, extra_env: dict[str, str]) -> None:
+        self.directory = directory
+        self.app_id = f"it-{uuid.uuid4().hex[:8]}"
+        self.env = {
+            **os.environ,
+            "NURTURE_BROKER": broker,
+            "NURTURE_WORKER_APP_ID": self.app_id,
+            "NURTURE_WORKER_DATA_DIR": str(directory / "data"),
+            "NURTURE_WORKER_MODEL_DIR": str(model_dir),
+            "NURTURE_WORKER_WEB_PORT": str(free_port()),
+            "NURTURE_LOG_FORMAT": "json",
+            **extra_env,
+        }
+        self.settings = load_settings(environ=self.env)
+        self.log_path = directory / "worker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        executable = Path(sys.executable).with_name("nurture")
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(executable), "worker", "-l", "info",
+                 "--web-port", self.env["NURTURE_WORKER_WEB_PORT"]],
+                env=self.env, cwd=self.directory, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def worker(broker: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker for the session; events on the open topic are Avro, the rest JSON."""
+    directory = tmp_path_factory.mktemp("worker")
+    running = Worker(directory, broker, model_dir, {"NURTURE_CODECS_OPEN": "avro"})
+    subprocess.run([str(Path(sys.executable).with_name("nurture")), "topics", "create"],
+                   env=running.env, check=True, capture_output=True, cwd=directory)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def producer(broker: str) -> Iterator[KafkaProducer]:
+    client = KafkaProducer(bootstrap_servers=broker.removeprefix("kafka://"), acks="all")
+    yield client
+    client.close()
+
+
+def read_until(settings: Settings, topic: str, done: Callable[[list[Any]], bool],
+               timeout_seconds: float = 90.0, worker: Worker | None = None) -> list[Any]:
+    """Read ``topic`` from the start until ``done(records)`` holds or time runs out."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                             enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+            if done(records):
+                return records
+            if worker is not None and worker.process is not None and worker.process.poll() is not None:
+                raise AssertionError(f"the worker exited:\n{worker.log_tail()}")
+        tail = worker.log_tail() if worker is not None else ""
+        raise AssertionError(f"timed out reading {topic}; got {len(records)} records\n{tail}")
+    finally:
+        consumer.close()
+
+
+def commands_for(records: list[Any], leads: set[str]) -> list[dict[str, Any]]:
+    commands = [orjson.loads(record.value) for record in records]
+    return [command for command in commands if command["lead_id"] in leads]
