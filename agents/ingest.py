@@ -32,7 +32,7 @@ class RuntimeHolder:
 
 @dataclass(frozen=True)
 class Outputs:
-    """Where results go: ``send_command(key, value)`` and ``send_deadletter(key, value, headers)``."""
+    """Output callables: ``send_command(key, value)`` and ``send_deadletter(key, value, headers)``."""
 
     send_command: Send
     send_deadletter: Send
@@ -78,7 +78,7 @@ class IngestHandler:
             log.debug("event_duplicate_skipped", event_id=event.event_id, lead_id=event.lead_id)
             return
         self.table[key] = encode_lead(lead)
-        for rule, reason in outcome.held:
+        for rule, reason in outcome.held_back:
             log.debug("command_held", lead_id=event.lead_id, rule=rule, reason=reason)
         for command in outcome.commands:
             await self.outputs.send_command(key, encode_command(command))
@@ -100,6 +100,6 @@ class IngestHandler:
             [(name, value.encode("utf-8")) for name, value in headers.items()],
         )
         # The detail can quote field values, so it goes only to the dead-letter
-        # record, which holds the original bytes anyway, and never to the log.
+        # record, which contains the original bytes anyway, and never to the log.
         log.warning("event_dead_lettered", reason=reason, topic=message.topic,
                     partition=message.partition, offset=message.offset)

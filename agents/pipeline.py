@@ -1,4 +1,4 @@
-"""What happens to one valid event: de-duplicate, update, score, decide, build commands.
+"""Processing of one valid event: de-duplicate, update, score, decide, build commands.
 
 This is plain code without Faust, so the agent, the tests and offline tools run
 the same steps. The caller loads and stores the lead row and publishes commands.
@@ -22,7 +22,7 @@ PROFILE_FIELDS = ("email", "first_name", "last_name", "phone", "country", "time_
 
 @dataclass
 class Runtime:
-    """What the worker loads at start: the model and the rules."""
+    """The model and rules the worker loads at start."""
 
     model: LeadModel
     rules: list[Rule]
@@ -34,7 +34,7 @@ class Outcome:
     duplicate: bool = False
     score: float | None = None
     commands: list[dict[str, Any]] = field(default_factory=list)
-    held: list[tuple[str, str]] = field(default_factory=list)  # (rule, reason)
+    held_back: list[tuple[str, str]] = field(default_factory=list)  # (rule, reason)
 
 
 def process_event(lead: dict[str, Any], event: Event, runtime: Runtime,
@@ -54,7 +54,7 @@ def process_event(lead: dict[str, Any], event: Event, runtime: Runtime,
     for decision in evaluate(runtime.rules, lead, event, previous, scored.score):
         reason = hold_reason(lead, decision, event.event_time)
         if reason is not None:
-            outcome.held.append((decision.rule.name, reason))
+            outcome.held_back.append((decision.rule.name, reason))
             continue
         if reasons is None:
             # Contributions cost far more than a score, so only commands pay for them.

@@ -52,7 +52,7 @@ class Decision:
 
     rule: Rule
     template: str | None
-    follows_up: str | None = None  # the send this engagement follow-up answers
+    follows_up: str | None = None  # template of the email whose engagement this follows up
 
     @property
     def send_key(self) -> str:

@@ -2,7 +2,7 @@
 
 Each event of a lead is a scoring time. The row's features come from
 ``features.update``/``features.vector`` over that lead's events up to and
-including it, in time order, so no row sees a later event. Its label is 1 when
+including it, in time order, so no row reads a later event. Its label is 1 when
 the lead converts within the horizon after the scoring time. Training uses the
 rows whose horizon ends before the evaluation slice starts; evaluation uses the
 later slice, so the reported AUC is measured on the future.

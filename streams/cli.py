@@ -66,7 +66,7 @@ _loaded: list[Settings] = []
 
 
 def _settings(ctx: click.Context) -> Settings:
-    """Return the settings ``main`` loaded, so every command sees the same values."""
+    """Return the settings ``main`` loaded, so every command uses the same values."""
     return _loaded[0] if _loaded else load_settings()
 
 

@@ -27,7 +27,7 @@ class TopicStatus:
 
 def ensure_topics(settings: Settings) -> list[TopicStatus]:
     """Create the missing topics and check the partition count of existing ones."""
-    wanted = settings.kafka.partitions
+    partitions_needed = settings.kafka.partitions
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=settings.bootstrap_servers,
@@ -47,12 +47,12 @@ def ensure_topics(settings: Settings) -> list[TopicStatus]:
                 continue
             try:
                 admin.create_topics(
-                    {name: {"num_partitions": wanted,
+                    {name: {"num_partitions": partitions_needed,
                             "replication_factor": settings.kafka.replication_factor}},
                     wait_for_metadata=True,
                 )
                 created.append(name)
-                log.info("topic_created", topic=name, partitions=wanted)
+                log.info("topic_created", topic=name, partitions=partitions_needed)
             except TopicAlreadyExistsError:
                 pass
         counts = _partition_counts(admin, settings.topics.all_topics())
@@ -74,11 +74,11 @@ def _partition_counts(admin: KafkaAdminClient, names: tuple[str, ...]) -> dict[s
 
 def _check_event_partitions(settings: Settings, counts: dict[str, int]) -> None:
     """Event topics share the lead table's partitioning, so their counts must match it."""
-    wanted = settings.kafka.partitions
+    partitions_needed = settings.kafka.partitions
     for name in settings.topics.event_topics():
-        if counts.get(name) != wanted:
+        if counts.get(name) != partitions_needed:
             raise TopicError(
                 f"topic {name} has {counts.get(name)} partitions but the engine is set to "
-                f"{wanted} (NURTURE_KAFKA_PARTITIONS); event topics and the lead table must "
+                f"{partitions_needed} (NURTURE_KAFKA_PARTITIONS); event topics and the lead table must "
                 "have the same count"
             )

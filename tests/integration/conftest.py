@@ -106,7 +106,7 @@ def producer(broker: str) -> Iterator[KafkaProducer]:
 
 def read_until(settings: Settings, topic: str, done: Callable[[list[Any]], bool],
                timeout_seconds: float = 90.0, worker: Worker | None = None) -> list[Any]:
-    """Read ``topic`` from the start until ``done(records)`` holds or time runs out."""
+    """Read ``topic`` from the start until ``done(records)`` is true or time runs out."""
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
                              enable_auto_commit=False)
     try:

@@ -68,7 +68,7 @@ def test_form_then_open_gives_welcome_and_next_email(worker, producer) -> None:
     assert profile["first_name"].encode("utf-8") in raw
 
 
-def test_bad_records_are_dead_lettered_and_worker_goes_on(worker, producer) -> None:
+def test_bad_records_dead_lettered_worker_continues(worker, producer) -> None:
     settings = worker.settings
     lead = _lead("bad")
     key = lead.encode()

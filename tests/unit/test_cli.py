@@ -29,7 +29,8 @@ def test_worker_without_model_stops_with_hint(tmp_path: Path) -> None:
     result = _run(["worker"], tmp_path, NURTURE_WORKER_MODEL_DIR=str(tmp_path / "no-model"))
 
     assert result.returncode == 1
-    assert "model file" in result.stderr and "not found" in result.stderr
+    assert "model file" in result.stderr
+    assert "not found" in result.stderr
     assert "nurture train" in result.stderr
     assert "Ready" not in result.stderr
 
