@@ -8,6 +8,7 @@ import faust
 
 from nurture.agents.ingest import IngestHandler, Outputs, RuntimeHolder
 from nurture.config.settings import EVENT_KINDS, Settings
+from nurture.streams.logs import logging_config
 
 LEADS_TABLE = "leads"
 
@@ -28,6 +29,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         value_serializer="raw",
         producer_acks=-1,
         autodiscover=False,
+        logging_config=logging_config(settings.log),
     )
     holder = RuntimeHolder()
     topic_kinds = {settings.topics.event_topic(kind): kind for kind in EVENT_KINDS}

@@ -1,34 +1,81 @@
-"""Structured logging: JSON lines in production, aligned key=value text on a terminal."""
+"""Structured logging: JSON lines in production, aligned key=value text on a terminal.
+
+The engine logs through structlog; Faust, aiokafka and kafka-python log through the
+standard library. Both end in one stderr handler whose structlog formatter renders
+every line the same way, so a worker's output is JSON throughout when it is JSON.
+"""
 
 from __future__ import annotations
 
-import logging
+import logging.config
 import sys
+from typing import Any
 
 import structlog
 
 from nurture.config.settings import LogSettings
 
+_SHARED_PROCESSORS: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def uses_json(settings: LogSettings) -> bool:
+    """Tell whether lines are JSON: ``format = auto`` means JSON unless stderr is a terminal."""
+    return settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
+
+
+def logging_config(settings: LogSettings) -> dict[str, Any]:
+    """Build the ``logging.config.dictConfig`` mapping; Faust's worker applies it too."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if uses_json(settings) else structlog.dev.ConsoleRenderer()
+    )
+    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if uses_json(settings):
+        final.append(structlog.processors.dict_tracebacks)
+    final.append(renderer)
+
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "nurture": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "processors": final,
+                "foreign_pre_chain": list(_SHARED_PROCESSORS),
+            },
+        },
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "nurture",
+            },
+        },
+        "root": {"level": settings.level.upper(), "handlers": ["stderr"]},
+        # kafka-python logs every connection step at info level.
+        "loggers": {"kafka": {"level": _at_least_warning(settings.level)}},
+    }
+
+
+def _at_least_warning(level: str) -> str:
+    return "DEBUG" if level == "debug" else "WARNING"
+
 
 def configure_logging(settings: LogSettings) -> None:
-    """Set up structlog; ``format = auto`` writes JSON unless stderr is a terminal."""
-    use_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
-    )
-    processors: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    if use_json:
-        processors.append(structlog.processors.dict_tracebacks)
-    processors.append(renderer)
+    """Route structlog and standard-library logging to one stderr handler."""
+    logging.config.dictConfig(logging_config(settings))
     structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelName(settings.level.upper())
-        ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_SHARED_PROCESSORS,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )

@@ -17,6 +17,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from nurture.config.settings import Settings, load_settings
+from nurture.streams.codecs import encode_event
 
 
 
@@ -43,9 +44,15 @@ def free_port() -> int:
 class Worker:
     """A `nurture worker` subprocess with its own app id, data dir and web port."""
 
-    def __init__(self, directory: Path, broker: str, model_dir: Path, extra_env: dict[str, str]) -> None:
+    def __init__(self, directory: Path, broker: str, model_dir: Path, extra_env: dict[str, str],
+                 own_topics: bool = False) -> None:
         self.directory = directory
         self.app_id = f"it-{uuid.uuid4().hex[:8]}"
+        topics = {}
+        if own_topics:
+            # Topics of its own, so that no other worker of the session sees its events.
+            topics = {f"NURTURE_TOPICS_{name.upper()}": f"{self.app_id}.{name}"
+                      for name in ("click", "open", "form", "commands", "deadletter")}
         self.env = {
             **os.environ,
             "NURTURE_BROKER": broker,
@@ -54,15 +61,20 @@ class Worker:
             "NURTURE_WORKER_MODEL_DIR": str(model_dir),
             "NURTURE_WORKER_WEB_PORT": str(free_port()),
             "NURTURE_LOG_FORMAT": "json",
+            **topics,
             **extra_env,
         }
         self.settings = load_settings(environ=self.env)
         self.log_path = directory / "worker.log"
         self.process: subprocess.Popen[bytes] | None = None
 
+    def create_topics(self) -> None:
+        subprocess.run([str(Path(sys.executable).with_name("nurture")), "topics", "create"],
+                       env=self.env, check=True, capture_output=True, cwd=self.directory)
+
     def start(self) -> None:
         executable = Path(sys.executable).with_name("nurture")
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(executable), "worker", "-l", "info",
                  "--web-port", self.env["NURTURE_WORKER_WEB_PORT"]],
@@ -90,8 +102,7 @@ def worker(broker: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     """One worker for the session; events on the open topic are Avro, the rest JSON."""
     directory = tmp_path_factory.mktemp("worker")
     running = Worker(directory, broker, model_dir, {"NURTURE_CODECS_OPEN": "avro"})
-    subprocess.run([str(Path(sys.executable).with_name("nurture")), "topics", "create"],
-                   env=running.env, check=True, capture_output=True, cwd=directory)
+    running.create_topics()
     running.start()
     yield running
     running.stop()
@@ -126,6 +137,15 @@ def read_until(settings: Settings, topic: str, done: Callable[[list[Any]], bool]
         raise AssertionError(f"timed out reading {topic}; got {len(records)} records\n{tail}")
     finally:
         consumer.close()
+
+
+def send_event(producer: KafkaProducer, settings: Settings, event: Any) -> Any:
+    """Produce ``event`` with its topic's codec and wait for the broker's acknowledgement."""
+    codec = settings.codecs.for_kind(event.kind)
+    future = producer.send(settings.topics.event_topic(event.kind), key=event.lead_id.encode(),
+                           value=encode_event(event, codec))
+    producer.flush()
+    return future.get(timeout=30)
 
 
 def commands_for(records: list[Any], leads: set[str]) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import fastavro.validation
 import orjson
 import pytest
 
-from conftest import commands_for, read_until
+from conftest import commands_for, read_until, send_event
 from factories import DAY_MS, T0, form, open_
 from nurture.agents.commands import command_id
 from nurture.agents.pipeline import Runtime, process_event
@@ -31,27 +31,19 @@ def _lead(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def _send(producer, settings, event) -> object:
-    codec = settings.codecs.for_kind(event.kind)
-    future = producer.send(settings.topics.event_topic(event.kind), key=event.lead_id.encode(),
-                           value=encode_event(event, codec))
-    producer.flush()
-    return future.get(timeout=30)
-
-
 def test_form_then_open_gives_welcome_and_next_email(worker, producer) -> None:
     settings = worker.settings
     lead = _lead("zofia")
     profile = {"email": f"{lead}@example.com", "first_name": "Zoë Łucja 👩‍🔬"}
     signup = form(lead, NOW_T, fields=profile)
-    _send(producer, settings, signup)
-    _send(producer, settings, signup)  # redelivery: same event_id
+    send_event(producer, settings, signup)
+    send_event(producer, settings, signup)  # redelivery: same event_id
     read_until(settings, settings.topics.commands,
                lambda rs: len(commands_for(rs, {lead})) >= 1, worker=worker)
     # The open goes out only after the welcome exists, as in life: events on
     # different topics have no common order, so an open sent together with
     # the form could be read first.
-    _send(producer, settings, open_(lead, NOW_T + DAY_MS, template="welcome"))
+    send_event(producer, settings, open_(lead, NOW_T + DAY_MS, template="welcome"))
 
     records = read_until(settings, settings.topics.commands,
                          lambda rs: len(commands_for(rs, {lead})) >= 2, worker=worker)
@@ -83,7 +75,7 @@ def test_bad_records_dead_lettered_worker_continues(worker, producer) -> None:
     for topic, record_key, value, _ in bad:
         metadata = producer.send(topic, key=record_key, value=value).get(timeout=30)
         origins.append((metadata.topic, str(metadata.partition), str(metadata.offset)))
-    _send(producer, settings, form(lead, NOW_T, fields={"email": f"{lead}@example.com"}))
+    send_event(producer, settings, form(lead, NOW_T, fields={"email": f"{lead}@example.com"}))
 
     letters = read_until(
         settings, settings.topics.deadletter,
