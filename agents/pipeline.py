@@ -2,6 +2,10 @@
 
 This is plain code without Faust, so the agent, the tests and offline tools run
 the same steps. The caller loads and stores the lead row and publishes commands.
+The work is split in two around scoring so that the agent can score a whole batch
+of events with one model call: ``prepare`` updates the features and returns the
+row to score, ``decide`` takes the score and returns the commands. Running both
+per event, as ``process_event`` does, gives the same result as the batched path.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from nurture.agents.rules import Rule, evaluate
 from nurture.agents.state import record_score, record_send, remember_event
 from nurture.schemas.records import Event
 from nurture.scoring import features
-from nurture.scoring.model import LeadModel
+from nurture.scoring.model import LeadModel, ScoredLead
 
-PROFILE_FIELDS = ("email", "first_name", "last_name", "phone", "country", "time_zone")
+PROFILE_FIELDS = features.PROFILE_FIELDS
 
 
 @dataclass
@@ -37,17 +41,21 @@ class Outcome:
     held_back: list[tuple[str, str]] = field(default_factory=list)  # (rule, reason)
 
 
-def process_event(lead: dict[str, Any], event: Event, runtime: Runtime,
-                  now_ms: int | None = None) -> Outcome:
-    """Apply ``event`` to ``lead`` in place and return the commands it produces."""
-    if not remember_event(lead, event.event_id, runtime.recent_event_ids):
-        return Outcome(duplicate=True)
-
-    _update_profile(lead, event)
+def prepare(lead: dict[str, Any], event: Event, recent_event_ids: int) -> list[float] | None:
+    """Fold ``event`` into the lead's features; return the row to score, or None for a repeat."""
+    if not remember_event(lead, event.event_id, recent_event_ids):
+        return None
     features.update(lead["features"], event)
-    row = features.vector(lead["features"], event.event_time)
-    scored = runtime.model.score([row])[0]
-    previous = record_score(lead, event.event_time, scored.score, runtime.model.version)
+
+    return features.vector(lead["features"], features.scoring_time(lead["features"]))
+
+
+def decide(lead: dict[str, Any], event: Event, row: list[float], scored: ScoredLead,
+           runtime: Runtime, now_ms: int | None = None) -> Outcome:
+    """Apply the score and the rules for ``event`` and build the commands it produces."""
+    _update_profile(lead, event)
+    previous = record_score(lead, features.scoring_time(lead["features"]), scored.score,
+                            runtime.model.version)
 
     outcome = Outcome(score=scored.score)
     reasons: list[dict[str, Any]] | None = None
@@ -71,11 +79,25 @@ def process_event(lead: dict[str, Any], event: Event, runtime: Runtime,
     return outcome
 
 
+def process_event(lead: dict[str, Any], event: Event, runtime: Runtime,
+                  now_ms: int | None = None) -> Outcome:
+    """Apply ``event`` to ``lead`` in place and return the commands it produces."""
+    row = prepare(lead, event, runtime.recent_event_ids)
+    if row is None:
+        return Outcome(duplicate=True)
+    scored = runtime.model.score([row])[0]
+
+    return decide(lead, event, row, scored, runtime, now_ms)
+
+
 def _update_profile(lead: dict[str, Any], event: Event) -> None:
+    """Keep the latest value of each profile field by event time, in any arrival order."""
     if event.kind != "form":
         return
     submitted = event.attrs.get("fields") or {}
+    times = lead.setdefault("profile_times", {})
     for name in PROFILE_FIELDS:
         value = submitted.get(name)
-        if value:
+        if value and event.event_time >= times.get(name, -1):
             lead["profile"][name] = value
+            times[name] = event.event_time

@@ -18,6 +18,7 @@ def new_lead(lead_id: str) -> dict[str, Any]:
         # NOTE: profile fields are stored in clear for now; encryption at rest
         # with per-lead keys belongs to the privacy layer.
         "profile": {},
+        "profile_times": {},
         "score": None,
         "model_version": None,
         "score_history": [],

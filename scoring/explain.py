@@ -7,42 +7,66 @@ from typing import Any, Sequence
 from nurture.scoring.features import CHANNELS, FEATURE_NAMES, PLATFORMS
 
 _SIGNAL_WORDS = {
-    "clicks": "page views and clicks",
-    "opens": "email opens",
-    "forms": "form submissions",
-    "product_views": "product views",
-    "cart_adds": "items added to the cart",
-    "checkout_steps": "checkout steps",
-    "errors": "error pages seen",
-    "conversions": "purchases",
+    "clicks": ("page view or click", "page views and clicks"),
+    "opens": ("email open", "email opens"),
+    "forms": ("form submission", "form submissions"),
+    "product_views": ("product view", "product views"),
+    "cart_adds": ("item added to the cart", "items added to the cart"),
+    "checkout_steps": ("checkout step", "checkout steps"),
+    "errors": ("error page", "error pages"),
+    "conversions": ("purchase", "purchases"),
+    "interest_browsing": ("catalogue or search visit", "catalogue and search visits"),
+    "interest_promotions": ("promotion page visit", "promotion page visits"),
+    "interest_research": ("comparison or review visit", "comparison and review visits"),
+    "interest_wishlist": ("wishlist addition", "wishlist additions"),
+    "interest_account": ("account page visit", "account page visits"),
 }
-_WINDOW_WORDS = {"24h": "the last day", "168h": "the last week"}
+_WINDOW_WORDS = {"last_24h": "in the last 24 hours", "last_7d": "in the last 7 days"}
+_HALF_LIFE_WORDS = {"24h": "today", "168h": "this week"}
 
 
 def describe(feature: str, value: float) -> str:
     """Say what a feature value means, for a salesperson or a marketer."""
-    signal, _, window = feature.rpartition("_")
-    if signal in _SIGNAL_WORDS and window in _WINDOW_WORDS:
-        if value < 0.05:
-            return f"no {_SIGNAL_WORDS[signal]} in {_WINDOW_WORDS[window]}"
-        return f"about {value:.1f} {_SIGNAL_WORDS[signal]} in {_WINDOW_WORDS[window]} (recent ones weigh more)"
+    for suffix, words in _WINDOW_WORDS.items():
+        signal = feature.removesuffix(f"_{suffix}")
+        if signal != feature and signal in _SIGNAL_WORDS:
+            return f"{_count(value, *_SIGNAL_WORDS[signal])} {words}"
+    signal, _, half_life = feature.rpartition("_")
+    if signal in _SIGNAL_WORDS and half_life in _HALF_LIFE_WORDS:
+        return _recent_activity(_SIGNAL_WORDS[signal][1], half_life, value)
+    return _describe_other(feature, value)
+
+
+def _describe_other(feature: str, value: float) -> str:
     if feature == "hours_since_first_seen":
         return f"first seen {_duration(value)} ago"
-    if feature == "hours_since_previous_event":
-        return "first visit" if value < 0 else f"came back after {_duration(value)}"
     if feature == "hours_since_conversion":
         return "has not bought yet" if value < 0 else f"last purchase {_duration(value)} ago"
+    if feature == "active_hours_24h":
+        return f"active in {value:.0f} of the last 24 hours"
+    if feature == "active_days_7d":
+        return f"active on {value:.0f} of the last 7 days"
     if feature == "sessions":
-        return f"{value:.0f} visits so far"
+        return f"about {value:.0f} visits so far"
     if feature == "funnel_depth":
-        return f"reached funnel step {value:.0f} of 6 (product, cart, checkout, payment, purchase)"
+        return f"got as far as {_FUNNEL_WORDS[min(int(value), len(_FUNNEL_WORDS) - 1)]}"
     if feature == "events_total":
         return f"{value:.0f} tracked actions in total"
+    if feature == "conversions_total":
+        return _count(value, "purchase", "purchases") + " so far"
+    if feature == "profile_fields":
+        return _count(value, "profile field", "profile fields") + " given in forms"
     if feature == "channel":
-        return f"came through {_category(CHANNELS, value, 'an unknown channel')}"
+        return f"first came through {_category(CHANNELS, value, 'an unknown channel')}"
     if feature == "platform":
-        return f"uses {_category(PLATFORMS, value, 'an unknown device')}"
+        return f"uses a {_category(PLATFORMS, value, 'device of unknown type')}"
     return f"{feature} = {value:g}"
+
+
+_FUNNEL_WORDS = (
+    "browsing", "a product page", "adding to the cart", "the cart", "shipping details",
+    "payment details", "a purchase",
+)
 
 
 def top_reasons(values: Sequence[float], contributions: Sequence[float],
@@ -60,6 +84,20 @@ def top_reasons(values: Sequence[float], contributions: Sequence[float],
         }
         for index in ranked
     ]
+
+
+def _count(value: float, singular: str, plural: str) -> str:
+    number = int(round(value))
+    if number == 0:
+        return f"no {plural}"
+    return f"{number} {singular if number == 1 else plural}"
+
+
+def _recent_activity(words: str, half_life: str, value: float) -> str:
+    if value < 0.05:
+        return f"no {words} lately"
+    level = "many" if value >= 5 else "some" if value >= 1 else "a few earlier"
+    return f"{level} {words} {_HALF_LIFE_WORDS[half_life]} (time-weighted {value:.1f})"
 
 
 def _duration(hours: float) -> str:

@@ -1,28 +1,42 @@
 """Engagement features of one lead: the only feature code, for training and the worker.
 
-A lead's feature state is a small JSON-serialisable dict of constant size:
-exponentially decayed counts of a few signals (one value per half-life), the
-session count, the deepest funnel step reached and a few times. ``update``
-folds one event into it; ``vector`` reads the features at a scoring time. The
-worker calls both per event; training replays each lead's history through the
-same two functions, so offline and online features are computed by one code path.
+A lead's feature state is a JSON-serialisable dict of bounded size. ``update``
+folds one event into it and ``vector`` reads the features at a time; the worker
+calls both per event, and training replays each lead's history through the same
+two functions, so offline and online features come from one code path.
+
+The state depends on the set of a lead's events, not on the order they arrive
+in: every part is a sum, a minimum, a maximum or a union. Kafka gives no order
+across the click, open and form topics, so this keeps the worker's features equal
+to a time-ordered offline run (up to floating-point rounding of the sums).
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Any, Callable
 
 from nurture.schemas.records import Event
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 HALF_LIVES_HOURS = (24, 168)
-SESSION_GAP_MS = 30 * 60 * 1000
 MS_PER_HOUR = 3_600_000
+MS_PER_DAY = 24 * MS_PER_HOUR
+SESSION_GAP_MS = 30 * 60 * 1000
+SESSION_BITS = 63  # a 63-bit set fits a signed 64-bit JSON integer
 
 CHECKOUT_PAGES = frozenset({"cart", "shipping_details", "payment_details"})
 ERROR_PAGES = frozenset({"error_page", "payment_error", "checkout_bug"})
 CHECKOUT_FORMS = frozenset({"shipping", "payment"})
+INTEREST_PAGES = {
+    "browsing": frozenset({"home", "catalog", "search", "filter_results"}),
+    "promotions": frozenset({"promo_page"}),
+    "research": frozenset({"compare", "review_page"}),
+    "wishlist": frozenset({"wishlist_add"}),
+    "account": frozenset({"account_page"}),
+}
+PROFILE_FIELDS = ("email", "first_name", "last_name", "phone", "country", "time_zone")
 
 # Funnel steps in order; the feature is the deepest step a lead has reached.
 FUNNEL_STEPS = {
@@ -44,6 +58,10 @@ def _page(event: Event) -> str:
     return str(event.attrs.get("page") or "")
 
 
+def _interest(pages: frozenset[str]) -> Callable[[Event], bool]:
+    return lambda event: _page(event) in pages
+
+
 SIGNALS: dict[str, Callable[[Event], bool]] = {
     "clicks": lambda e: e.kind == "click",
     "opens": lambda e: e.kind == "open",
@@ -54,19 +72,29 @@ SIGNALS: dict[str, Callable[[Event], bool]] = {
     or (e.kind == "form" and e.attrs.get("form") in CHECKOUT_FORMS),
     "errors": lambda e: _page(e) in ERROR_PAGES,
     "conversions": lambda e: e.is_conversion,
+    **{f"interest_{name}": _interest(pages) for name, pages in INTEREST_PAGES.items()},
 }
+# Signals also counted exactly in whole clock hours (last 24) and days (last 7).
+COUNTED_SIGNALS = ("clicks", "opens", "product_views", "cart_adds", "checkout_steps")
+HOUR_SLOTS = 24
+DAY_SLOTS = 7
 
-DECAYED_FEATURES = tuple(
-    f"{signal}_{hours}h" for signal in SIGNALS for hours in HALF_LIVES_HOURS
+DECAYED_FEATURES = tuple(f"{signal}_{hours}h" for signal in SIGNALS for hours in HALF_LIVES_HOURS)
+COUNT_FEATURES = tuple(
+    f"{signal}_{window}" for signal in COUNTED_SIGNALS for window in ("last_24h", "last_7d")
 )
 FEATURE_NAMES = (
     *DECAYED_FEATURES,
+    *COUNT_FEATURES,
     "hours_since_first_seen",
-    "hours_since_previous_event",
     "hours_since_conversion",
+    "active_hours_24h",
+    "active_days_7d",
     "sessions",
     "funnel_depth",
     "events_total",
+    "conversions_total",
+    "profile_fields",
     "channel",
     "platform",
 )
@@ -76,43 +104,53 @@ CATEGORICAL_FEATURES = ("channel", "platform")
 def new_state() -> dict[str, Any]:
     return {
         "v": STATE_VERSION,
-        "t": None,
+        "t": None,  # latest event time: the time the decayed values refer to
         "first": None,
-        "gap_h": -1.0,
         "decayed": [0.0] * len(DECAYED_FEATURES),
-        "sessions": 0,
-        "session": None,
+        "hours": {signal: [[-1, 0] for _ in range(HOUR_SLOTS)] for signal in COUNTED_SIGNALS},
+        "days": {signal: [[-1, 0] for _ in range(DAY_SLOTS)] for signal in COUNTED_SIGNALS},
+        "active_hours": [-1] * HOUR_SLOTS,
+        "active_days": [-1] * DAY_SLOTS,
+        "session_bits": 0,
         "funnel": 0,
         "events": 0,
+        "conversions": 0,
         "last_conversion": None,
-        "channel": None,
-        "platform": None,
+        "first_channel": None,  # [time, event_id, channel] of the earliest event with one
+        "last_platform": None,  # [time, event_id, platform] of the latest event with one
+        "profile_fields": [],
     }
 
 
 def update(state: dict[str, Any], event: Event) -> dict[str, Any]:
     """Fold ``event`` into ``state`` in place and return it."""
     at = event.event_time
-    last = state["t"]
-    if last is None:
-        state["first"] = at
-        state["t"] = at
-        last = at
-    state["gap_h"] = max(0, at - last) / MS_PER_HOUR if state["events"] else -1.0
+    hits = [predicate(event) for predicate in SIGNALS.values()]
 
-    _add_signals(state, event, last)
-    _count_session(state, event, last)
-    _reach_funnel(state, event)
-
+    _add_decayed(state, hits, at)
+    _add_counts(state, hits, at)
+    _mark_slot(state["active_hours"], at // MS_PER_HOUR)
+    _mark_slot(state["active_days"], at // MS_PER_DAY)
+    state["session_bits"] |= 1 << _session_bit(event)
+    state["funnel"] = max(state["funnel"], _funnel_step(event))
     state["events"] += 1
-    state["first"] = min(state["first"], at)
+    state["first"] = at if state["first"] is None else min(state["first"], at)
     if event.is_conversion:
+        state["conversions"] += 1
         state["last_conversion"] = max(state["last_conversion"] or at, at)
-    for name in ("channel", "platform"):
-        if event.attrs.get(name):
-            state[name] = event.attrs[name]
+    _keep_touch(state, "first_channel", event, "channel", earliest=True)
+    _keep_touch(state, "last_platform", event, "platform", earliest=False)
+    if event.kind == "form":
+        submitted = event.attrs.get("fields") or {}
+        known = set(state["profile_fields"]) | {name for name in PROFILE_FIELDS if submitted.get(name)}
+        state["profile_fields"] = sorted(known)
 
     return state
+
+
+def scoring_time(state: dict[str, Any]) -> int:
+    """Return the time a lead is scored at: its latest event, whatever arrived last."""
+    return int(state["t"])
 
 
 def vector(state: dict[str, Any], at_ms: int) -> list[float]:
@@ -121,28 +159,43 @@ def vector(state: dict[str, Any], at_ms: int) -> list[float]:
     elapsed_hours = max(0, at_ms - last) / MS_PER_HOUR
     decayed = [
         value * _decay(elapsed_hours, hours)
-        for value, hours in zip(state["decayed"], _half_life_per_feature())
+        for value, hours in zip(state["decayed"], HALF_LIVES_HOURS * len(SIGNALS))
     ]
+    counts = []
+    for signal in COUNTED_SIGNALS:
+        counts.append(float(_window_sum(state["hours"][signal], at_ms // MS_PER_HOUR, HOUR_SLOTS)))
+        counts.append(float(_window_sum(state["days"][signal], at_ms // MS_PER_DAY, DAY_SLOTS)))
     first = state["first"] if state["first"] is not None else at_ms
     conversion = state["last_conversion"]
 
     return [
         *decayed,
+        *counts,
         max(0, at_ms - first) / MS_PER_HOUR,
-        state["gap_h"],
         -1.0 if conversion is None else max(0, at_ms - conversion) / MS_PER_HOUR,
-        float(state["sessions"]),
+        float(_active_slots(state["active_hours"], at_ms // MS_PER_HOUR, HOUR_SLOTS)),
+        float(_active_slots(state["active_days"], at_ms // MS_PER_DAY, DAY_SLOTS)),
+        estimated_sessions(state["session_bits"]),
         float(state["funnel"]),
         float(state["events"]),
-        float(_code(CHANNELS, state["channel"])),
-        float(_code(PLATFORMS, state["platform"])),
+        float(state["conversions"]),
+        float(len(state["profile_fields"])),
+        float(_code(CHANNELS, state["first_channel"])),
+        float(_code(PLATFORMS, state["last_platform"])),
     ]
 
 
-def _add_signals(state: dict[str, Any], event: Event, last: int) -> None:
-    """Decay the counts to the later of the two times, then add this event."""
-    at = event.event_time
-    hits = [predicate(event) for predicate in SIGNALS.values()]
+def estimated_sessions(bits: int) -> float:
+    """Estimate distinct sessions from the bit set by linear counting, to the nearest whole."""
+    empty = SESSION_BITS - bin(bits).count("1")
+    if empty == 0:
+        return float(round(SESSION_BITS * math.log(SESSION_BITS)))
+    return float(round(-SESSION_BITS * math.log(empty / SESSION_BITS)))
+
+
+def _add_decayed(state: dict[str, Any], hits: list[bool], at: int) -> None:
+    """Decay the sums to the later of the two times, then add this event at its own age."""
+    last = at if state["t"] is None else state["t"]
     forward_hours = max(0, at - last) / MS_PER_HOUR
     backward_hours = max(0, last - at) / MS_PER_HOUR
     decayed = state["decayed"]
@@ -151,38 +204,72 @@ def _add_signals(state: dict[str, Any], event: Event, last: int) -> None:
         for hours in HALF_LIVES_HOURS:
             value = decayed[index] * _decay(forward_hours, hours)
             if hit:
-                # An event older than the state's time counts with its own age.
                 value += _decay(backward_hours, hours)
             decayed[index] = value
             index += 1
     state["t"] = max(at, last)
 
 
-def _count_session(state: dict[str, Any], event: Event, last: int) -> None:
-    session = event.attrs.get("session_id")
-    if session is not None:
-        if session != state["session"]:
-            state["sessions"] += 1
-            state["session"] = session
-    elif state["events"] == 0 or event.event_time - last > SESSION_GAP_MS:
-        state["sessions"] += 1
+def _add_counts(state: dict[str, Any], hits: list[bool], at: int) -> None:
+    hit_by_signal = dict(zip(SIGNALS, hits))
+    for signal in COUNTED_SIGNALS:
+        if hit_by_signal[signal]:
+            _count_in_slot(state["hours"][signal], at // MS_PER_HOUR)
+            _count_in_slot(state["days"][signal], at // MS_PER_DAY)
 
 
-def _reach_funnel(state: dict[str, Any], event: Event) -> None:
+def _count_in_slot(slots: list[list[int]], period: int) -> None:
+    """Count one event in the ring slot of ``period``, keeping the latest period per slot.
+
+    Each slot ends up holding the latest period that maps to it and that period's
+    count, whatever order the events came in; older periods are outside every
+    window that the slot can still serve.
+    """
+    slot = slots[period % len(slots)]
+    if slot[0] == period:
+        slot[1] += 1
+    elif slot[0] < period:
+        slot[0], slot[1] = period, 1
+
+
+def _mark_slot(slots: list[int], period: int) -> None:
+    index = period % len(slots)
+    slots[index] = max(slots[index], period)
+
+
+def _window_sum(slots: list[list[int]], now: int, width: int) -> int:
+    return sum(count for period, count in slots if now - width < period <= now)
+
+
+def _active_slots(slots: list[int], now: int, width: int) -> int:
+    return sum(1 for period in slots if now - width < period <= now)
+
+
+def _session_bit(event: Event) -> int:
+    session = event.attrs.get("session_id") or f"~{event.event_time // SESSION_GAP_MS}"
+    return zlib.crc32(str(session).encode("utf-8")) % SESSION_BITS
+
+
+def _funnel_step(event: Event) -> int:
     if event.is_conversion:
-        step = CONVERSION_STEP
-    else:
-        step = FUNNEL_STEPS.get(_page(event) or str(event.attrs.get("form") or ""), 0)
-    state["funnel"] = max(state["funnel"], step)
+        return CONVERSION_STEP
+    return FUNNEL_STEPS.get(_page(event) or str(event.attrs.get("form") or ""), 0)
+
+
+def _keep_touch(state: dict[str, Any], key: str, event: Event, attr: str, earliest: bool) -> None:
+    value = event.attrs.get(attr)
+    if not value:
+        return
+    candidate = [event.event_time, event.event_id, value]
+    current = state[key]
+    if current is None or (candidate < current if earliest else candidate > current):
+        state[key] = candidate
 
 
 def _decay(elapsed_hours: float, half_life_hours: int) -> float:
     return math.pow(2.0, -elapsed_hours / half_life_hours)
 
 
-def _half_life_per_feature() -> tuple[int, ...]:
-    return HALF_LIVES_HOURS * len(SIGNALS)
-
-
-def _code(values: tuple[str, ...], value: str | None) -> int:
+def _code(values: tuple[str, ...], touch: list[Any] | None) -> int:
+    value = touch[2] if touch else None
     return values.index(value) if value in values else -1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,6 +13,7 @@ import lightgbm
 import numpy as np
 
 from nurture.config.errors import NurtureError
+from nurture.scoring.calibration import apply_platt, logit
 from nurture.scoring.explain import top_reasons
 from nurture.scoring.features import FEATURE_NAMES
 
@@ -24,22 +27,25 @@ class ModelError(NurtureError):
 
 @dataclass(frozen=True)
 class ScoredLead:
-    probability: float
-    score: float  # probability shown as 0-100
+    probability: float  # calibrated probability of a conversion within the horizon
+    score: float  # the probability shown as 0-100
 
 
 class LeadModel:
-    """A LightGBM booster with its model card."""
+    """A LightGBM booster with its model card and calibration."""
 
     def __init__(self, booster: lightgbm.Booster, card: dict[str, Any]) -> None:
         self.booster = booster
         self.card = card
         self.version = str(card["version"])
+        self.slope = float(card["calibration"]["slope"])
+        self.intercept = float(card["calibration"]["intercept"])
 
     def score(self, rows: Sequence[Sequence[float]]) -> list[ScoredLead]:
         """Score a batch of feature rows; each row's result depends only on that row."""
         matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
-        probabilities = self.booster.predict(matrix, num_threads=1)
+        raw = self.booster.predict(matrix, num_threads=1)
+        probabilities = apply_platt(logit(raw), self.slope, self.intercept)
 
         return [
             ScoredLead(float(p), round(float(p) * 100.0, 2)) for p in probabilities
@@ -68,18 +74,40 @@ def load_model(directory: str | Path) -> LeadModel:
     except (OSError, ValueError) as exc:
         raise ModelError(f"model card {card_path} is not valid JSON: {exc}") from exc
     try:
-        booster = lightgbm.Booster(model_file=str(model_path))
-    except lightgbm.basic.LightGBMError as exc:
+        model_text = model_path.read_text(encoding="utf-8")
+        booster = lightgbm.Booster(model_str=model_text)
+    except (OSError, UnicodeDecodeError, lightgbm.basic.LightGBMError) as exc:
         raise ModelError(f"model file {model_path} cannot be loaded: {exc}") from exc
 
+    _check_card(card_path, card, model_text)
     _check_features(card_path, card, booster)
 
     return LeadModel(booster, card)
 
 
+class ModelMismatchError(ModelError):
+    """The card describes another model text, as while a new model is being written."""
+
+
+def _check_card(card_path: Path, card: dict[str, Any], model_text: str) -> None:
+    if not isinstance(card, dict):
+        raise ModelError(f"model card {card_path} must be a JSON object")
+    missing = [key for key in ("version", "features", "calibration") if key not in card]
+    if missing:
+        raise ModelError(f"model card {card_path} lacks {', '.join(missing)}; retrain with `nurture train`")
+    calibration = card["calibration"]
+    if not all(isinstance(calibration.get(key), (int, float)) and math.isfinite(calibration[key])
+               for key in ("slope", "intercept")):
+        raise ModelError(f"model card {card_path} has no finite calibration slope and intercept")
+    digest = "m-" + hashlib.sha256(model_text.encode("utf-8")).hexdigest()[:12]
+    if digest != card["version"]:
+        raise ModelMismatchError(
+            f"model card {card_path} is for version {card['version']} but the model file is {digest}; "
+            "write both with `nurture train`"
+        )
+
+
 def _check_features(card_path: Path, card: dict[str, Any], booster: lightgbm.Booster) -> None:
-    if not isinstance(card, dict) or "version" not in card or "features" not in card:
-        raise ModelError(f"model card {card_path} lacks 'version' or 'features'")
     expected = list(FEATURE_NAMES)
     for source, names in (("card", list(card["features"])), ("model", booster.feature_name())):
         if names != expected:

@@ -1,11 +1,15 @@
-"""Point-in-time training rows, LightGBM training and the model card.
+"""Point-in-time training rows, LightGBM training, calibration and the model card.
 
 Each event of a lead is a scoring time. The row's features come from
 ``features.update``/``features.vector`` over that lead's events up to and
 including it, in time order, so no row reads a later event. Its label is 1 when
-the lead converts within the horizon after the scoring time. Training uses the
-rows whose horizon ends before the evaluation slice starts; evaluation uses the
-later slice, so the reported AUC is measured on the future.
+the lead converts within the horizon after the scoring time.
+
+The time range is cut in three: training rows (whose horizon ends before the
+calibration slice starts), calibration rows (whose horizon ends before the
+evaluation slice starts) and evaluation rows (the latest slice). The model learns
+on the first, Platt scaling on the second, and every reported figure comes from the
+third, so they are measured on the future.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import structlog
 
 from nurture.config.errors import NurtureError
 from nurture.schemas.records import Event
-from nurture.scoring import features
+from nurture.scoring import features, metrics
+from nurture.scoring.baseline import load_points, score_points
+from nurture.scoring.calibration import apply_platt, fit_platt, logit
 from nurture.scoring.model import CARD_FILE, MODEL_FILE
 
 log = structlog.get_logger("nurture.train")
@@ -60,6 +66,17 @@ class Rows:
     labels: list[int] = field(default_factory=list)
     times: list[int] = field(default_factory=list)
 
+    def take(self, index: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        matrix = np.asarray([self.matrix[i] for i in index], dtype=np.float64)
+        return matrix, np.asarray([self.labels[i] for i in index], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[int]
+    calibration: list[int]
+    evaluation: list[int]
+
 
 def build_rows(events: Sequence[Event], horizon_ms: int,
                progress: Callable[[int, int], None] | None = None) -> Rows:
@@ -69,8 +86,6 @@ def build_rows(events: Sequence[Event], horizon_ms: int,
     for event in events:
         if event.is_conversion:
             conversions.setdefault(event.lead_id, []).append(event.event_time)
-    for times in conversions.values():
-        times.sort()
 
     states: dict[str, dict[str, Any]] = {}
     rows = Rows()
@@ -95,51 +110,50 @@ def _converts_within(conversion_times: list[int], at: int, horizon_ms: int) -> i
     return int(index < len(conversion_times) and conversion_times[index] <= at + horizon_ms)
 
 
-def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
-    """ROC AUC by the rank-sum formula, with tied scores sharing their mean rank."""
-    y = np.asarray(labels, dtype=np.int64)
-    positives = int(y.sum())
-    negatives = len(y) - positives
-    if positives == 0 or negatives == 0:
-        raise TrainingError("AUC needs both converting and non-converting rows in the slice")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = np.asarray(scores, dtype=np.float64)[order]
-    ranks = np.empty(len(y), dtype=np.float64)
-    start = 0
-    while start < len(y):
-        end = start
-        while end + 1 < len(y) and sorted_scores[end + 1] == sorted_scores[start]:
-            end += 1
-        ranks[order[start:end + 1]] = (start + end) / 2.0 + 1.0
-        start = end + 1
-    rank_sum = float(ranks[y == 1].sum())
-
-    return (rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
+def split_rows(rows: Rows, first: int, last: int, horizon_ms: int,
+               eval_fraction: float, calibration_fraction: float) -> Split:
+    """Cut the rows by time so that no label of an earlier part reaches into a later part."""
+    span = last - first
+    eval_start = first + int(span * (1.0 - eval_fraction))
+    calibration_start = first + int(span * (1.0 - eval_fraction - calibration_fraction))
+    return Split(
+        train=[i for i, at in enumerate(rows.times) if at + horizon_ms <= calibration_start],
+        calibration=[i for i, at in enumerate(rows.times)
+                     if at >= calibration_start and at + horizon_ms <= eval_start],
+        evaluation=[i for i, at in enumerate(rows.times) if at >= eval_start and at + horizon_ms <= last],
+    )
 
 
 def train(events: Sequence[Event], out_dir: str | Path, *, horizon_days: float = 7.0,
-          eval_fraction: float = 0.2, rounds: int = 200, source_name: str = "",
+          eval_fraction: float = 0.2, calibration_fraction: float = 0.05, rounds: int = 200,
+          points_file: str | Path | None = None, source_name: str = "",
           source_sha256: str = "") -> dict[str, Any]:
-    """Train on the earlier part of ``events``, evaluate on the later slice, write model and card."""
+    """Train, calibrate and evaluate on ``events``; write the model and its card."""
     if not events:
         raise TrainingError("the history has no events")
+    points = load_points(points_file) if points_file else load_points()
     horizon_ms = int(horizon_days * MS_PER_DAY)
     started = time.monotonic()
     rows = build_rows(events, horizon_ms, progress=_log_rows_progress)
-
     first = min(event.event_time for event in events)
     last = max(event.event_time for event in events)
-    eval_start = first + int((last - first) * (1.0 - eval_fraction))
-    train_index = [i for i, at in enumerate(rows.times) if at + horizon_ms <= eval_start]
-    eval_index = [i for i, at in enumerate(rows.times)
-                  if at >= eval_start and at + horizon_ms <= last]
-    _check_slice("training", rows, train_index)
-    _check_slice("evaluation", rows, eval_index)
+    split = split_rows(rows, first, last, horizon_ms, eval_fraction, calibration_fraction)
+    for name, index in (("training", split.train), ("calibration", split.calibration),
+                        ("evaluation", split.evaluation)):
+        _check_slice(name, rows, index)
 
-    booster = _fit(rows, train_index, rounds)
-    eval_matrix = np.asarray([rows.matrix[i] for i in eval_index], dtype=np.float64)
-    eval_scores = booster.predict(eval_matrix, num_threads=1)
-    auc = roc_auc([rows.labels[i] for i in eval_index], eval_scores)
+    booster = _fit(rows, split.train, rounds)
+    calibration_matrix, calibration_labels = rows.take(split.calibration)
+    slope, intercept = fit_platt(logit(booster.predict(calibration_matrix, num_threads=1)),
+                                 calibration_labels)
+    points_slope, points_intercept = fit_platt(score_points(calibration_matrix, points),
+                                               calibration_labels)
+
+    eval_matrix, eval_labels = rows.take(split.evaluation)
+    raw = booster.predict(eval_matrix, num_threads=1)
+    calibrated = apply_platt(logit(raw), slope, intercept)
+    baseline_points = score_points(eval_matrix, points)
+    baseline_probability = apply_platt(baseline_points, points_slope, points_intercept)
 
     model_text = booster.model_to_string()
     card = {
@@ -150,24 +164,29 @@ def train(events: Sequence[Event], out_dir: str | Path, *, horizon_days: float =
         "source": {"file": source_name, "sha256": source_sha256, "events": len(events)},
         "data_range": {"from": _iso(first), "to": _iso(last)},
         "horizon_days": horizon_days,
-        "train": _slice_summary(rows, train_index),
-        "eval": {**_slice_summary(rows, eval_index), "auc": round(auc, 6)},
+        "train": _slice_summary(rows, split.train),
+        "calibration": {**_slice_summary(rows, split.calibration), "method": "platt",
+                        "slope": slope, "intercept": intercept},
+        "eval": {**_slice_summary(rows, split.evaluation),
+                 **metrics.summary(eval_labels, calibrated, calibrated)},
+        "baseline": {"kind": "hand-set points fading with a one-week half-life",
+                     "points": points, "platt": {"slope": points_slope, "intercept": points_intercept},
+                     **metrics.summary(eval_labels, baseline_points, baseline_probability)},
         "params": {**PARAMS, "rounds": rounds},
         "lightgbm_version": lightgbm.__version__,
     }
-    _write_atomically(Path(out_dir), model_text, card)
-    log.info("training_finished", version=card["version"], auc=card["eval"]["auc"],
-             train_rows=len(train_index), eval_rows=len(eval_index),
-             seconds=round(time.monotonic() - started, 2))
+    write_model(Path(out_dir), model_text, card)
+    log.info("training_finished", version=card["version"], roc_auc=card["eval"]["roc_auc"],
+             baseline_roc_auc=card["baseline"]["roc_auc"], train_rows=len(split.train),
+             eval_rows=len(split.evaluation), seconds=round(time.monotonic() - started, 2))
 
     return card
 
 
 def _fit(rows: Rows, index: list[int], rounds: int) -> lightgbm.Booster:
-    matrix = np.asarray([rows.matrix[i] for i in index], dtype=np.float64)
-    labels = np.asarray([rows.labels[i] for i in index], dtype=np.float64)
+    matrix, labels = rows.take(index)
     dataset = lightgbm.Dataset(
-        matrix, label=labels, feature_name=list(features.FEATURE_NAMES),
+        matrix, label=labels.astype(np.float64), feature_name=list(features.FEATURE_NAMES),
         categorical_feature=list(features.CATEGORICAL_FEATURES), free_raw_data=True,
     )
     return lightgbm.train(PARAMS, dataset, num_boost_round=rounds,
@@ -195,7 +214,7 @@ def _check_slice(name: str, rows: Rows, index: list[int]) -> None:
         raise TrainingError(
             f"the {name} slice has {len(index)} rows and {positives} conversions; "
             "give a longer history (it needs both converting and non-converting leads "
-            "on both sides of the split)"
+            "in the training, calibration and evaluation slices)"
         )
 
 
@@ -208,7 +227,12 @@ def _slice_summary(rows: Rows, index: list[int]) -> dict[str, Any]:
     }
 
 
-def _write_atomically(out_dir: Path, model_text: str, card: dict[str, Any]) -> None:
+def write_model(out_dir: Path, model_text: str, card: dict[str, Any]) -> None:
+    """Write the model, then its card, each by an atomic rename.
+
+    A worker that reads the directory between the two renames sees a card whose
+    version does not match the model text and waits for the next check.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in ((MODEL_FILE, model_text), (CARD_FILE, json.dumps(card, indent=2) + "\n")):
         temporary = out_dir / f".{name}.tmp"

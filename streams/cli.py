@@ -57,6 +57,7 @@ def _add_commands(cli: click.Group, settings: Settings, holder: RuntimeHolder) -
         help="Start a worker: check rules, model and topics, then consume events.",
     ))
     cli.add_command(topics)
+    cli.add_command(model)  # replaces Faust's `model` command, which lists Faust records
     cli.add_command(train)
     cli.add_command(replay)
     cli.add_command(report)
@@ -120,11 +121,17 @@ def topics_create(ctx: click.Context) -> None:
               help="A row is positive when the lead converts within this many days.")
 @click.option("--eval-fraction", default=0.2, show_default=True,
               help="Latest share of the time range kept for evaluation.")
+@click.option("--calibration-fraction", default=0.05, show_default=True,
+              help="Share of the time range, before the evaluation slice, used to calibrate.")
 @click.option("--rounds", default=200, show_default=True, help="Boosting rounds.")
+@click.option("--points", "points_file", type=click.Path(dir_okay=False), default=None,
+              help="Points file of the baseline [default: config/points.toml].")
 @click.pass_context
 def train(ctx: click.Context, history: str, out_dir: str | None, until: str | None,
-          horizon_days: float, eval_fraction: float, rounds: int) -> None:
+          horizon_days: float, eval_fraction: float, calibration_fraction: float, rounds: int,
+          points_file: str | None) -> None:
     """Train the lead-scoring model and write it with its model card."""
+    from nurture.scoring.report import format_comparison
     from nurture.scoring.train import train as train_model
     from nurture.streams.history import read_events
 
@@ -136,13 +143,41 @@ def train(ctx: click.Context, history: str, out_dir: str | None, until: str | No
         if cutoff is not None:
             events = [event for event in events if event.event_time < cutoff]
         card = train_model(events, out_dir, horizon_days=horizon_days, eval_fraction=eval_fraction,
-                           rounds=rounds, source_name=Path(history).name,
+                           calibration_fraction=calibration_fraction, rounds=rounds,
+                           points_file=points_file, source_name=Path(history).name,
                            source_sha256=_sha256(history))
     except NurtureError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"model {card['version']} written to {out_dir}")
     click.echo(f"  trained on {card['train']['rows']} rows ({card['train']['from']} to {card['train']['to']})")
-    click.echo(f"  evaluated on {card['eval']['rows']} later rows: ROC AUC {card['eval']['auc']:.3f}")
+    click.echo(f"  evaluated on {card['eval']['rows']} later rows ({card['eval']['from']} to {card['eval']['to']}):")
+    click.echo(format_comparison(card))
+
+
+@click.group()
+def model() -> None:
+    """Inspect trained scoring models."""
+
+
+@model.command("report")
+@click.option("--model-dir", type=click.Path(file_okay=False), default=None,
+              help="Model directory [default: the worker's model_dir].")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="PNG to write the calibration and lift plots to [default: MODEL_DIR/report.png].")
+@click.pass_context
+def model_report(ctx: click.Context, model_dir: str | None, plot_path: str | None) -> None:
+    """Print the model card and write calibration and lift plots."""
+    from nurture.scoring.model import load_model
+    from nurture.scoring.report import format_card, write_plots
+
+    directory = Path(model_dir or _settings(ctx).worker.model_dir)
+    try:
+        card = load_model(directory).card
+    except NurtureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_card(card))
+    written = write_plots(card, plot_path or directory / "report.png")
+    click.echo(f"\nplots written to {written}")
 
 
 @click.command()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from nurture.scoring.features import FEATURE_NAMES
-from nurture.scoring.model import ModelError, load_model
+from nurture.scoring.model import ModelError, ModelMismatchError, load_model
 
 
 def test_missing_model_directory(tmp_path: Path) -> None:
@@ -37,3 +37,37 @@ def test_score_of_a_row_does_not_depend_on_its_batch(model) -> None:
     together = [scored.probability for scored in model.score(rows)]
 
     assert alone == together
+
+
+def test_card_of_another_model_is_rejected(model_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(model_dir / "model.txt", tmp_path / "model.txt")
+    card = json.loads((model_dir / "card.json").read_text())
+    card["version"] = "m-000000000000"
+    (tmp_path / "card.json").write_text(json.dumps(card))
+
+    with pytest.raises(ModelMismatchError, match="is for version m-000000000000"):
+        load_model(tmp_path)
+
+
+def test_card_without_calibration_is_rejected(model_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(model_dir / "model.txt", tmp_path / "model.txt")
+    card = json.loads((model_dir / "card.json").read_text())
+    del card["calibration"]
+    (tmp_path / "card.json").write_text(json.dumps(card))
+
+    with pytest.raises(ModelError, match="lacks calibration"):
+        load_model(tmp_path)
+
+
+def test_scores_are_calibrated_probabilities(model, history) -> None:
+    from nurture.scoring import features
+
+    state = features.new_state()
+    rows = []
+    for event in history[:3000]:
+        features.update(state, event)
+        rows.append(features.vector(state, event.event_time))
+    scored = model.score(rows)
+
+    assert all(0.0 < item.probability < 1.0 for item in scored)
+    assert all(item.score == round(item.probability * 100, 2) for item in scored)
