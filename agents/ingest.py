@@ -1,4 +1,10 @@
-"""The ingest agent: decode each event, update the lead's row, publish commands.
+"""The ingest agent: decode events, update lead rows, score in batches, publish commands.
+
+The agent takes events in batches. Per batch it decodes every record and folds
+each valid event into its lead's features on the event loop (table reads need
+Faust's per-event context), then scores the whole batch with one model call and
+applies the rules in a worker thread, so a slow batch never blocks the loop.
+Last, it writes each changed lead row once and publishes the commands.
 
 Bad input never stops the agent: an undecodable or invalid record, and a valid
 one whose processing fails, goes to the dead-letter topic with its reason and
@@ -7,15 +13,19 @@ origin, and the agent moves on to the next record.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import traceback
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import structlog
 
-from nurture.agents.pipeline import Runtime, process_event
+from nurture.agents.pipeline import Outcome, Prepared, Runtime, decide, prepare
+from nurture.agents.shadow import ShadowStats
 from nurture.agents.state import decode_lead, encode_lead
+from nurture.schemas.records import Event
 from nurture.streams.codecs import DecodeError, decode_event, encode_command
 
 log = structlog.get_logger("nurture.ingest")
@@ -25,9 +35,10 @@ Send = Callable[..., Awaitable[Any]]
 
 @dataclass
 class RuntimeHolder:
-    """The runtime the worker loaded at start; the agent reads it per event."""
+    """The runtime the worker loaded at start and the model directories it watches."""
 
     runtime: Runtime | None = None
+    slots: list[Any] = field(default_factory=list)  # scoring.rollout.ModelSlot
 
 
 @dataclass(frozen=True)
@@ -38,8 +49,28 @@ class Outputs:
     send_deadletter: Send
 
 
+@dataclass
+class _Pending:
+    """A valid event waiting for its score."""
+
+    record: Any  # the Faust event, whose context table writes need
+    event: Event
+    key: bytes
+    lead: dict[str, Any]
+    prepared: Prepared
+    outcome: Outcome | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Batch:
+    pending: list[_Pending] = field(default_factory=list)
+    leads: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    last_record: dict[bytes, Any] = field(default_factory=dict)
+
+
 class IngestHandler:
-    """Per-record logic of the ingest agent, independent of how records arrive."""
+    """Per-batch logic of the ingest agent, independent of how records arrive."""
 
     def __init__(self, kinds: Mapping[str, str], codecs: Mapping[str, str], table: Any,
                  outputs: Outputs, holder: RuntimeHolder) -> None:
@@ -48,43 +79,87 @@ class IngestHandler:
         self.table = table
         self.outputs = outputs
         self.holder = holder
+        self.shadow_stats = ShadowStats()
+        self.records_handled = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nurture-score")
 
-    async def handle(self, message: Any) -> None:
-        topic = message.topic
+    async def handle(self, record: Any) -> None:
+        """Handle one record as a batch of one."""
+        await self.handle_batch([record], lambda _: None)
+
+    async def handle_batch(self, records: Sequence[Any], enter: Callable[[Any], None]) -> None:
+        """Process Faust events in order; ``enter(record)`` makes ``record`` Faust's current event."""
+        runtime = self.holder.runtime
+        if runtime is None:
+            raise RuntimeError("the worker runtime (model and rules) is not loaded")
+        batch = _Batch()
+        for record in records:
+            enter(record)
+            await self._prepare(record, runtime, batch)
+        if batch.pending:
+            await self._score_and_store(batch, runtime, enter)
+        self.records_handled += len(records)
+
+    async def _score_and_store(self, batch: _Batch, runtime: Runtime, enter: Callable[[Any], None]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, _score_and_decide, batch.pending, runtime)
+
+        for item in batch.pending:
+            if item.error is not None:
+                enter(item.record)
+                await self._dead_letter(item.record.message, "processing_failed", item.error)
+        for key, lead in batch.leads.items():
+            enter(batch.last_record[key])
+            self.table[key] = encode_lead(lead)
+        await self._publish(batch.pending)
+
+    async def _prepare(self, record: Any, runtime: Runtime, batch: _Batch) -> None:
+        message = record.message
         if message.key is None:
             await self._dead_letter(message, "missing_key", "record has no key; key events by lead_id")
             return
         try:
-            event = decode_event(self.kinds[topic], self.codecs[topic], message.value, message.key)
+            event = decode_event(self.kinds[message.topic], self.codecs[message.topic],
+                                 message.value, message.key)
         except DecodeError as exc:
             await self._dead_letter(message, exc.reason, str(exc))
             return
 
-        runtime = self.holder.runtime
-        if runtime is None:
-            raise RuntimeError("the worker runtime (model and rules) is not loaded")
         key = message.key
         try:
-            lead = decode_lead(self.table.get(key), event.lead_id)
-            outcome = process_event(lead, event, runtime)
+            lead = batch.leads.get(key) or decode_lead(self.table.get(key), event.lead_id)
+            prepared = prepare(lead, event, runtime.recent_event_ids)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
-            log.error("event_processing_failed", topic=topic, partition=message.partition,
-                      offset=message.offset, event_id=event.event_id, lead_id=event.lead_id,
-                      error=repr(exc), traceback=traceback.format_exc())
+            self._log_failure(message, event, exc)
             await self._dead_letter(message, "processing_failed", f"{type(exc).__name__}: {exc}")
             return
-
-        if outcome.duplicate:
+        batch.leads[key] = lead
+        batch.last_record[key] = record
+        if prepared is None:
             log.debug("event_duplicate_skipped", event_id=event.event_id, lead_id=event.lead_id)
             return
-        self.table[key] = encode_lead(lead)
-        for rule, reason in outcome.held_back:
-            log.debug("command_held", lead_id=event.lead_id, rule=rule, reason=reason)
-        for command in outcome.commands:
-            await self.outputs.send_command(key, encode_command(command))
-            log.info("command_published", command_id=command["command_id"], lead_id=event.lead_id,
-                     rule=command["rule"], action=command["action"], template=command["template"],
-                     score=command["score"], model_version=command["model_version"])
+        batch.pending.append(_Pending(record, event, key, lead, prepared))
+
+    async def _publish(self, pending: list[_Pending]) -> None:
+        for item in pending:
+            outcome = item.outcome
+            if outcome is None:
+                continue
+            for rule, reason in outcome.held_back:
+                log.debug("command_held", lead_id=item.event.lead_id, rule=rule, reason=reason)
+            if outcome.shadow_sends is not None:
+                self.shadow_stats.add(outcome.live_sends, outcome.shadow_sends)
+            for command in outcome.commands:
+                await self.outputs.send_command(item.key, encode_command(command))
+                log.info("command_published", command_id=command["command_id"],
+                         lead_id=item.event.lead_id, rule=command["rule"], action=command["action"],
+                         template=command["template"], score=command["score"],
+                         model_version=command["model_version"])
+
+    def _log_failure(self, message: Any, event: Event, exc: Exception) -> None:
+        log.error("event_processing_failed", topic=message.topic, partition=message.partition,
+                  offset=message.offset, event_id=event.event_id, lead_id=event.lead_id,
+                  error=repr(exc), traceback=traceback.format_exc())
 
     async def _dead_letter(self, message: Any, reason: str, detail: str) -> None:
         headers = {
@@ -103,3 +178,22 @@ class IngestHandler:
         # record, which contains the original bytes anyway, and never to the log.
         log.warning("event_dead_lettered", reason=reason, topic=message.topic,
                     partition=message.partition, offset=message.offset)
+
+
+def _score_and_decide(pending: list[_Pending], runtime: Runtime) -> None:
+    """Score all rows with one model call, then apply the rules per event in order.
+
+    Runs in the scoring thread. Only this agent touches the batch's lead rows, and
+    the event loop waits for this call before it reads them again.
+    """
+    rows = [item.prepared.row for item in pending]
+    scores = runtime.model.score(rows)
+    shadow_scores = runtime.shadow.score(rows) if runtime.shadow is not None else [None] * len(rows)
+    for item, scored, shadow in zip(pending, scores, shadow_scores):
+        try:
+            item.outcome = decide(item.lead, item.event, item.prepared, scored, runtime,
+                                  shadow_scored=shadow)
+        except Exception as exc:  # noqa: BLE001 - reported as a dead letter by the caller
+            log.error("event_processing_failed", event_id=item.event.event_id,
+                      lead_id=item.event.lead_id, error=repr(exc), traceback=traceback.format_exc())
+            item.error = f"{type(exc).__name__}: {exc}"

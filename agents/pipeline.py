@@ -31,6 +31,7 @@ class Runtime:
     model: LeadModel
     rules: list[Rule]
     recent_event_ids: int = 64
+    shadow: LeadModel | None = None  # a candidate scored beside the live model, never published
 
 
 @dataclass
@@ -39,25 +40,44 @@ class Outcome:
     score: float | None = None
     commands: list[dict[str, Any]] = field(default_factory=list)
     held_back: list[tuple[str, str]] = field(default_factory=list)  # (rule, reason)
+    # With a shadow model: the (rule, template) pairs it would have sent.
+    shadow_sends: list[tuple[str, str | None]] | None = None
+
+    @property
+    def live_sends(self) -> list[tuple[str, str | None]]:
+        return [(command["rule"], command["template"]) for command in self.commands]
 
 
-def prepare(lead: dict[str, Any], event: Event, recent_event_ids: int) -> list[float] | None:
+@dataclass(frozen=True)
+class Prepared:
+    """The feature row of one event and the time it was read at."""
+
+    row: list[float]
+    at_ms: int
+
+
+def prepare(lead: dict[str, Any], event: Event, recent_event_ids: int) -> Prepared | None:
     """Fold ``event`` into the lead's features; return the row to score, or None for a repeat."""
     if not remember_event(lead, event.event_id, recent_event_ids):
         return None
     features.update(lead["features"], event)
+    at_ms = features.scoring_time(lead["features"])
 
-    return features.vector(lead["features"], features.scoring_time(lead["features"]))
+    return Prepared(features.vector(lead["features"], at_ms), at_ms)
 
 
-def decide(lead: dict[str, Any], event: Event, row: list[float], scored: ScoredLead,
-           runtime: Runtime, now_ms: int | None = None) -> Outcome:
+def decide(lead: dict[str, Any], event: Event, prepared: Prepared, scored: ScoredLead,
+           runtime: Runtime, now_ms: int | None = None,
+           shadow_scored: ScoredLead | None = None) -> Outcome:
     """Apply the score and the rules for ``event`` and build the commands it produces."""
     _update_profile(lead, event)
-    previous = record_score(lead, features.scoring_time(lead["features"]), scored.score,
-                            runtime.model.version)
-
     outcome = Outcome(score=scored.score)
+    if shadow_scored is not None and runtime.shadow is not None:
+        outcome.shadow_sends = _shadow_sends(lead, event, shadow_scored, runtime.rules,
+                                             runtime.shadow.version)
+    previous = record_score(lead, prepared.at_ms, scored.score, runtime.model.version)
+    lead["probability"] = scored.probability
+
     reasons: list[dict[str, Any]] | None = None
     for decision in evaluate(runtime.rules, lead, event, previous, scored.score):
         reason = hold_reason(lead, decision, event.event_time)
@@ -66,7 +86,7 @@ def decide(lead: dict[str, Any], event: Event, row: list[float], scored: ScoredL
             continue
         if reasons is None:
             # Contributions cost far more than a score, so only commands pay for them.
-            reasons = runtime.model.explain(row)
+            reasons = runtime.model.explain(prepared.row)
         command = build_command(lead, decision, event, reasons, now_ms)
         record_send(lead, decision.send_key, decision.rule.channel, event.event_time,
                     command["command_id"])
@@ -82,12 +102,25 @@ def decide(lead: dict[str, Any], event: Event, row: list[float], scored: ScoredL
 def process_event(lead: dict[str, Any], event: Event, runtime: Runtime,
                   now_ms: int | None = None) -> Outcome:
     """Apply ``event`` to ``lead`` in place and return the commands it produces."""
-    row = prepare(lead, event, runtime.recent_event_ids)
-    if row is None:
+    prepared = prepare(lead, event, runtime.recent_event_ids)
+    if prepared is None:
         return Outcome(duplicate=True)
-    scored = runtime.model.score([row])[0]
+    scored = runtime.model.score([prepared.row])[0]
+    shadow = runtime.shadow.score([prepared.row])[0] if runtime.shadow is not None else None
 
-    return decide(lead, event, row, scored, runtime, now_ms)
+    return decide(lead, event, prepared, scored, runtime, now_ms, shadow)
+
+
+def _shadow_sends(lead: dict[str, Any], event: Event, scored: ScoredLead, rules: list[Rule],
+                  version: str) -> list[tuple[str, str | None]]:
+    """Return what the shadow model's score would send; nothing is built or recorded."""
+    previous = lead.get("shadow", {}).get("score")
+    lead["shadow"] = {"score": scored.score, "model_version": version}
+    return [
+        (decision.rule.name, decision.template)
+        for decision in evaluate(rules, lead, event, previous, scored.score)
+        if hold_reason(lead, decision, event.event_time) is None
+    ]
 
 
 def _update_profile(lead: dict[str, Any], event: Event) -> None:

@@ -71,6 +71,10 @@ class WorkerSettings:
     model_dir: str = "var/model"
     rules_file: str = str(DEFAULT_RULES_FILE)
     recent_event_ids: int = 64
+    model_check_seconds: float = 10.0  # how often the worker looks for a new model version
+    shadow_model_dir: str = ""  # a candidate model scored beside the live one; empty: none
+    batch_max_events: int = 500
+    batch_max_wait_ms: int = 20
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,9 @@ def _check_ranges(
         ("kafka", "replication_factor"): 1,
         ("worker", "web_port"): 1,
         ("worker", "recent_event_ids"): 1,
+        ("worker", "model_check_seconds"): 1,
+        ("worker", "batch_max_events"): 1,
+        ("worker", "batch_max_wait_ms"): 1,
     }
     for (section, key), minimum in minimums.items():
         if section != name:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
@@ -61,13 +62,39 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         holder=holder,
     )
 
-    # NOTE: records are handled one at a time because Faust tables accept writes
-    # only during per-event iteration; batched state is a later design step.
+    batch_size = settings.worker.batch_max_events
+    batch_wait_seconds = settings.worker.batch_max_wait_ms / 1000.0
+
     @app.agent(events, name="nurture.ingest")
     async def ingest(stream: Any) -> None:
-        async for event in stream.events():
-            await handler.handle(event.message)
+        # Faust tables write to the changelog partition of the current event, so
+        # the handler makes each record current before it touches its lead's row.
+        async for records in stream.take_events(batch_size, within=batch_wait_seconds):
+            await handler.handle_batch(records, stream._set_current_event)
+
+    @app.timer(interval=settings.worker.model_check_seconds)
+    async def check_models() -> None:
+        loop = asyncio.get_running_loop()
+        for slot in holder.slots:
+            await loop.run_in_executor(None, slot.check)
+
+    @app.page("/nurture/models/")
+    async def models_page(web: Any, request: Any) -> Any:
+        return web.json(model_status(holder, handler))
 
     app.nurture_handler = handler  # type: ignore[attr-defined]
+    app.nurture_ingest = ingest  # type: ignore[attr-defined]
     app.nurture_leads = leads  # type: ignore[attr-defined]
     return app, holder
+
+
+def model_status(holder: RuntimeHolder, handler: IngestHandler) -> dict[str, Any]:
+    """Describe the models in use and, with a shadow model, how its decisions differ."""
+    runtime = holder.runtime
+    return {
+        "live": runtime.model.version if runtime else None,
+        "shadow": runtime.shadow.version if runtime and runtime.shadow else None,
+        "shadow_decisions": handler.shadow_stats.snapshot(),
+        "watched": [{"role": slot.role, "directory": str(slot.directory), "version": slot.model.version}
+                    for slot in holder.slots],
+    }

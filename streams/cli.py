@@ -73,20 +73,28 @@ def _settings(ctx: click.Context) -> Settings:
 
 def _prepare_worker(settings: Settings, holder: RuntimeHolder) -> None:
     from nurture.scoring.model import load_model
+    from nurture.scoring.rollout import ModelSlot
     from nurture.streams.topics import ensure_topics
 
+    worker = settings.worker
     try:
-        rules = load_rules(settings.worker.rules_file)
-        model = load_model(settings.worker.model_dir)
+        rules = load_rules(worker.rules_file)
+        runtime = Runtime(model=load_model(worker.model_dir), rules=rules,
+                          recent_event_ids=worker.recent_event_ids)
+        holder.slots = [ModelSlot.open("live", worker.model_dir, lambda m: setattr(runtime, "model", m))]
+        if worker.shadow_model_dir:
+            holder.slots.append(ModelSlot.open("shadow", worker.shadow_model_dir,
+                                               lambda m: setattr(runtime, "shadow", m)))
         ensure_topics(settings)
     except NurtureError as exc:
         log.error("worker_start_failed", error=str(exc))
         raise click.ClickException(str(exc)) from exc
-    holder.runtime = Runtime(model=model, rules=rules,
-                             recent_event_ids=settings.worker.recent_event_ids)
-    log.info("worker_starting", app_id=settings.worker.app_id, broker=settings.bootstrap_servers,
-             model_version=model.version, rules=[rule.name for rule in rules],
-             partitions=settings.kafka.partitions, settings_source=settings.source)
+    holder.runtime = runtime
+    log.info("worker_starting", app_id=worker.app_id, broker=settings.bootstrap_servers,
+             model_version=runtime.model.version,
+             shadow_model_version=runtime.shadow.version if runtime.shadow else None,
+             rules=[rule.name for rule in rules], partitions=settings.kafka.partitions,
+             settings_source=settings.source)
 
 
 @click.group()

@@ -61,6 +61,11 @@ def _run(harness, steps):
         async with agent.test_context() as wrapper:
             for step in steps:
                 await _put(wrapper, *step[:1], **(step[1] if len(step) > 1 else {}))
+            # The agent takes records in batches, so wait until it handled them all.
+            for _ in range(500):
+                if app.nurture_handler.records_handled >= len(steps):
+                    break
+                await asyncio.sleep(0.01)
             table = app.nurture_leads
             return {key: orjson.loads(value) for key, value in table.data.items()}
 
