@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 import faust
+import faust.streams as faust_streams
 
 from nurture.agents.ingest import IngestHandler, Outputs, RuntimeHolder
 from nurture.config.settings import EVENT_KINDS, Settings
@@ -67,10 +69,8 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
 
     @app.agent(events, name="nurture.ingest")
     async def ingest(stream: Any) -> None:
-        # Faust tables write to the changelog partition of the current event, so
-        # the handler makes each record current before it touches its lead's row.
         async for records in stream.take_events(batch_size, within=batch_wait_seconds):
-            await handler.handle_batch(records, stream._set_current_event)
+            await handler.handle_batch(records, enter_event)
 
     @app.timer(interval=settings.worker.model_check_seconds)
     async def check_models() -> None:
@@ -86,6 +86,19 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     app.nurture_ingest = ingest  # type: ignore[attr-defined]
     app.nurture_leads = leads  # type: ignore[attr-defined]
     return app, holder
+
+
+def enter_event(record: Any) -> None:
+    """Make ``record`` Faust's current event in this task only.
+
+    Faust tables read and write the partition of the current event, so each
+    record of a batch is made current before its lead's row is touched. Only the
+    context variable that ``faust.streams.current_event()`` reads is set: the
+    stream's own ``current_event`` attribute belongs to the task that fills the
+    batch buffer, and changing it there makes that task buffer the wrong event.
+    """
+    # NOTE: _current_event is private to faust.streams (faust-streaming 0.11 to 0.15).
+    faust_streams._current_event.set(weakref.ref(record))
 
 
 def model_status(holder: RuntimeHolder, handler: IngestHandler) -> dict[str, Any]:
