@@ -62,3 +62,48 @@ def test_train_rejects_bad_date(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "'May' is not a date" in result.stderr
+
+
+def _broken_model(model_dir: Path, target: Path, kind: str) -> Path:
+    import json
+    import shutil
+
+    target.mkdir()
+    shutil.copy(model_dir / "card.json", target / "card.json")
+    if kind == "corrupt":
+        (target / "model.txt").write_text("tree\nnot a model at all\n")
+    else:
+        shutil.copy(model_dir / "model.txt", target / "model.txt")
+        card = json.loads((target / "card.json").read_text())
+        card["features"] = ["page_rank", *card["features"][1:]]
+        (target / "card.json").write_text(json.dumps(card))
+    return target
+
+
+def test_worker_with_corrupt_model_stops(tmp_path: Path, model_dir: Path) -> None:
+    broken = _broken_model(model_dir, tmp_path / "m", "corrupt")
+    result = _run(["worker"], tmp_path, NURTURE_WORKER_MODEL_DIR=str(broken))
+
+    assert result.returncode == 1
+    assert "cannot be loaded" in result.stderr
+    assert "Ready" not in result.stderr + result.stdout
+
+
+def test_worker_with_model_for_other_features_stops(tmp_path: Path, model_dir: Path) -> None:
+    broken = _broken_model(model_dir, tmp_path / "m", "features")
+    result = _run(["worker"], tmp_path, NURTURE_WORKER_MODEL_DIR=str(broken))
+
+    assert result.returncode == 1
+    assert "trained on other features" in result.stderr
+    assert "page_rank" in result.stderr
+    assert "Ready" not in result.stderr + result.stdout
+
+
+def test_model_report_prints_card_and_writes_plot(tmp_path: Path, model_dir: Path) -> None:
+    plot = tmp_path / "plot.png"
+    result = _run(["model", "report", "--model-dir", str(model_dir), "--plot", str(plot)], tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "ROC AUC" in result.stdout
+    assert "calibration error" in result.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
