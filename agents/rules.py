@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nurture.config.errors import ConfigError
+from nurture.schemas import load_schema
 from nurture.schemas.records import Event
 
 TRIGGERS = ("event", "score_crossed", "engaged_after_send")
@@ -154,7 +155,9 @@ def _trigger_fields(place: _Place, name: str, trigger: str, raw: dict[str, Any])
         where = raw.get("where", {})
         if not isinstance(where, dict):
             raise place.error(name, "key 'where' must be a table of field = value")
-        return {"kinds": _kinds(place, name, raw), "where": dict(where)}
+        kinds = _kinds(place, name, raw)
+        _check_where_fields(place, name, kinds, where)
+        return {"kinds": kinds, "where": dict(where)}
     if trigger == "score_crossed":
         threshold = raw.get("threshold")
         if not _is_number(threshold) or not 0 < threshold <= 100:
@@ -169,6 +172,17 @@ def _trigger_fields(place: _Place, name: str, trigger: str, raw: dict[str, Any])
         raise place.error(name, f"key 'min_delay_minutes': expected 0 or more, got {delay!r}")
     return {"kinds": _kinds(place, name, raw), "within_days": within, "min_delay_minutes": float(delay),
             "after": tuple(_text_list(place, name, raw, "after")), "sequence": tuple(sequence)}
+
+
+def _check_where_fields(place: _Place, name: str, kinds: tuple[str, ...], where: dict[str, Any]) -> None:
+    """Reject a `where` field that no event of the rule's kinds has, such as a typo."""
+    fields = {spec["name"] for kind in kinds for spec in load_schema(kind)["fields"]}
+    for field_name in where:
+        if field_name not in fields:
+            raise place.error(
+                name, f"key 'where': events of kinds {', '.join(kinds)} have no field {field_name!r}; "
+                f"fields: {', '.join(sorted(fields))}"
+            )
 
 
 def _check_template(place: _Place, name: str, action: str, trigger: str, values: dict[str, Any]) -> None:

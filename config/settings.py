@@ -10,6 +10,7 @@ environment variable ``NURTURE_<SECTION>_<KEY>`` (for example
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -188,6 +189,7 @@ def _merge_environment(
     values: dict[str, dict[str, Any]],
     where: dict[tuple[str, str], str],
 ) -> None:
+    _check_variable_names(environ)
     for variable, (section, key) in _ENV_ALIASES.items():
         if environ.get(variable):
             values[section][key] = environ[variable]
@@ -199,6 +201,23 @@ def _merge_environment(
             if variable in environ:
                 values[section][spec.name] = environ[variable]
                 where[(section, spec.name)] = f"environment variable {variable}"
+
+
+def _known_variables() -> set[str]:
+    names = {"NURTURE_CONFIG", *_ENV_ALIASES}
+    for section, cls in _SECTIONS.items():
+        names.update(f"NURTURE_{section}_{spec.name}".upper() for spec in dataclasses.fields(cls))
+    return names
+
+
+def _check_variable_names(environ: Mapping[str, str]) -> None:
+    """Reject misspelled NURTURE_* variables, which would otherwise be ignored."""
+    known = _known_variables()
+    for variable in environ:
+        if variable.startswith("NURTURE_") and variable not in known:
+            close = difflib.get_close_matches(variable, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; see the README for the settings"
+            raise ConfigError(f"environment variable {variable} is not a Nurture setting{hint}")
 
 
 def _build_section(
@@ -273,5 +292,20 @@ def _check_ranges(
         if value < minimum:
             place = where.get((section, key), f"[{section}] {key}")
             raise ConfigError(f"{place}: must be at least {minimum}, got {value}")
-    if name == "kafka" and not settings.broker.strip():
-        raise ConfigError(f"{where.get(('kafka', 'broker'), '[kafka] broker')}: empty")
+    if name == "kafka":
+        _check_broker(settings.broker, where.get(("kafka", "broker"), "[kafka] broker"))
+
+
+def _check_broker(broker: str, place: str) -> None:
+    """Accept ``kafka://host:port`` or ``host:port`` entries separated by ``;`` or ``,``."""
+    entries = [entry.strip() for entry in broker.replace(";", ",").split(",") if entry.strip()]
+    if not entries:
+        raise ConfigError(f"{place}: empty; set it like kafka://127.0.0.1:9092")
+    for entry in entries:
+        address = entry.removeprefix("kafka://")
+        host, _, port = address.rpartition(":")
+        if "://" in address or not host or not port.isdigit():
+            raise ConfigError(
+                f"{place}: {entry!r} is not a broker address; use kafka://HOST:PORT "
+                "(several separated by ';')"
+            )

@@ -22,18 +22,27 @@ _SIGNAL_WORDS = {
     "interest_account": ("account page visit", "account page visits"),
 }
 _WINDOW_WORDS = {"last_24h": "in the last 24 hours", "last_7d": "in the last 7 days"}
-_HALF_LIFE_WORDS = {"24h": "today", "168h": "this week"}
+_HALF_LIFE_WORDS = {"24h": "in the last day", "168h": "in the last week"}
+_EXACT_WINDOW = {"24h": "last_24h", "168h": "last_7d"}
 
 
-def describe(feature: str, value: float) -> str:
-    """Say what a feature value means, for a salesperson or a marketer."""
+def describe(feature: str, value: float, row: dict[str, float] | None = None) -> str:
+    """Say what a feature value means, for a salesperson or a marketer.
+
+    A time-weighted count is told as the exact count of the same signal over the
+    matching window when the row has one, since a person reads "3 product views
+    in the last 24 hours" more easily than a decayed sum.
+    """
     for suffix, words in _WINDOW_WORDS.items():
         signal = feature.removesuffix(f"_{suffix}")
         if signal != feature and signal in _SIGNAL_WORDS:
             return f"{_count(value, *_SIGNAL_WORDS[signal])} {words}"
     signal, _, half_life = feature.rpartition("_")
     if signal in _SIGNAL_WORDS and half_life in _HALF_LIFE_WORDS:
-        return _recent_activity(_SIGNAL_WORDS[signal][1], half_life, value)
+        exact = f"{signal}_{_EXACT_WINDOW[half_life]}"
+        if row is not None and exact in row:
+            return describe(exact, row[exact])
+        return _recent_activity(_SIGNAL_WORDS[signal], half_life, value)
     return _describe_other(feature, value)
 
 
@@ -75,11 +84,12 @@ def top_reasons(values: Sequence[float], contributions: Sequence[float],
     ranked = sorted(
         range(len(FEATURE_NAMES)), key=lambda index: (-contributions[index], index)
     )[:count]
+    row = {name: float(value) for name, value in zip(FEATURE_NAMES, values)}
 
     return [
         {
             "feature": FEATURE_NAMES[index],
-            "text": describe(FEATURE_NAMES[index], float(values[index])),
+            "text": describe(FEATURE_NAMES[index], float(values[index]), row),
             "contribution": round(float(contributions[index]), 6),
         }
         for index in ranked
@@ -93,11 +103,10 @@ def _count(value: float, singular: str, plural: str) -> str:
     return f"{number} {singular if number == 1 else plural}"
 
 
-def _recent_activity(words: str, half_life: str, value: float) -> str:
-    if value < 0.05:
-        return f"no {words} lately"
-    level = "many" if value >= 5 else "some" if value >= 1 else "a few earlier"
-    return f"{level} {words} {_HALF_LIFE_WORDS[half_life]} (time-weighted {value:.1f})"
+def _recent_activity(words: tuple[str, str], half_life: str, value: float) -> str:
+    if value < 0.5:
+        return f"no {words[1]} {_HALF_LIFE_WORDS[half_life]}"
+    return f"about {_count(value, *words)} {_HALF_LIFE_WORDS[half_life]}, recent ones counting most"
 
 
 def _duration(hours: float) -> str:

@@ -67,7 +67,8 @@ def load_model(directory: str | Path) -> LeadModel:
     for path in (model_path, card_path):
         if not path.is_file():
             raise ModelError(
-                f"model file {path} not found; train one with `nurture train --out {directory}`"
+                f"model file {path} not found; train one with "
+                f"`nurture train --history FILE --out {directory}`"
             )
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))

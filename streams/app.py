@@ -27,6 +27,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         topic_replication_factor=settings.kafka.replication_factor,
         topic_allow_declare=True,
         web_host=settings.worker.web_host,
+        web_bind=settings.worker.web_host,  # listen only where the settings say
         web_port=settings.worker.web_port,
         key_serializer="raw",
         value_serializer="raw",

@@ -7,6 +7,7 @@ before any record is consumed: the rule file, the model and the topics.
 from __future__ import annotations
 
 import hashlib
+import socket
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +42,14 @@ def main() -> None:
 
     app, holder = build_app(settings)
     _add_commands(cli, settings, holder)
+    cli.help = (
+        "Nurture: real-time lead nurturing on Kafka.\n\n"
+        "Start with `nurture topics create`, `nurture train --history FILE` and "
+        "`nurture worker`; the README lists every command and setting."
+    )
+    for name in ("livecheck", "models", "clean-versions", "send"):
+        if name in cli.commands:
+            cli.commands[name].hidden = True  # Faust commands that do not apply to Nurture
     app.main()
 
 
@@ -49,6 +58,8 @@ def _add_commands(cli: click.Group, settings: Settings, holder: RuntimeHolder) -
 
     @click.pass_context
     def worker(ctx: click.Context, **options: Any) -> Any:
+        _check_web_port(options.get("web_bind") or settings.worker.web_host,
+                        options.get("web_port") or settings.worker.web_port)
         _prepare_worker(settings, holder)
         return ctx.invoke(faust_worker, **options)
 
@@ -71,6 +82,19 @@ def _settings(ctx: click.Context) -> Settings:
     return _loaded[0] if _loaded else load_settings()
 
 
+def _check_web_port(host: str, port: int) -> None:
+    """Fail before start-up when the worker's web port is taken, as by a second worker."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"web port {port} on {host} is not free ({exc.strerror}); give each worker its "
+                "own port with NURTURE_WORKER_WEB_PORT or --web-port"
+            ) from exc
+
+
 def _prepare_worker(settings: Settings, holder: RuntimeHolder) -> None:
     from nurture.scoring.model import load_model
     from nurture.scoring.rollout import ModelSlot
@@ -87,7 +111,6 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder) -> None:
                                                lambda m: setattr(runtime, "shadow", m)))
         ensure_topics(settings)
     except NurtureError as exc:
-        log.error("worker_start_failed", error=str(exc))
         raise click.ClickException(str(exc)) from exc
     holder.runtime = runtime
     log.info("worker_starting", app_id=worker.app_id, broker=settings.bootstrap_servers,
@@ -227,9 +250,10 @@ def report(ctx: click.Context, wait_idle: float, top: int) -> None:
     from nurture.streams.report import format_report, read_report, wait_until_idle
 
     settings = _settings(ctx)
-    if wait_idle > 0 and not wait_until_idle(settings, wait_idle):
-        click.echo(f"warning: the worker had not caught up after {wait_idle:.0f} s", err=True)
+    result = wait_until_idle(settings, wait_idle) if wait_idle > 0 else None
     click.echo(format_report(read_report(settings), top=top))
+    if result is not None and not result.idle:
+        raise click.ClickException(f"the report above is incomplete: {result.reason}")
 
 
 def _parse_date(text: str, option: str) -> int:

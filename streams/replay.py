@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -42,7 +43,7 @@ def select(events: Sequence[Event], since_ms: int | None, until_ms: int | None,
 
 
 def replay(settings: Settings, events: Sequence[Event], speed: float = 0.0,
-           progress_every: int = 5000) -> ReplayStats:
+           progress_every: int = 5000, progress_seconds: float = 5.0) -> ReplayStats:
     """Produce ``events`` in order, keyed by lead id.
 
     ``speed`` 0 sends as fast as possible; otherwise event-time gaps are divided
@@ -54,9 +55,13 @@ def replay(settings: Settings, events: Sequence[Event], speed: float = 0.0,
             linger_ms=20, batch_size=256 * 1024, client_id=f"{settings.worker.app_id}-replay",
         )
     except KafkaError as exc:
-        raise ReplayError(f"cannot reach the Kafka broker at {settings.bootstrap_servers}: {exc}") from exc
+        raise ReplayError(
+            f"cannot reach the Kafka broker at {settings.bootstrap_servers}: {exc}; "
+            "start it with `make kafka` or set NURTURE_BROKER"
+        ) from exc
 
     started = time.monotonic()
+    next_report = started + progress_seconds
     by_kind: dict[str, int] = {}
     first_time = events[0].event_time if events else 0
     log.info("replay_started", events=len(events), speed=speed)
@@ -71,10 +76,12 @@ def replay(settings: Settings, events: Sequence[Event], speed: float = 0.0,
                 value=encode_event(produced, settings.codecs.for_kind(event.kind)),
             )
             by_kind[event.kind] = by_kind.get(event.kind, 0) + 1
-            if number % progress_every == 0:
-                elapsed = time.monotonic() - started
+            now = time.monotonic()
+            if number % progress_every == 0 or now >= next_report:
+                next_report = now + progress_seconds
                 log.info("replay_progress", events_sent=number, events_total=len(events),
-                         events_per_second=round(number / max(elapsed, 1e-9)))
+                         events_per_second=round(number / max(now - started, 1e-9)),
+                         history_time=_iso(event.event_time))
         producer.flush()
     except KafkaError as exc:
         raise ReplayError(f"producing to {settings.bootstrap_servers} failed: {exc}") from exc
@@ -84,6 +91,10 @@ def replay(settings: Settings, events: Sequence[Event], speed: float = 0.0,
     stats = ReplayStats(len(events), by_kind, round(time.monotonic() - started, 3))
     log.info("replay_finished", events=stats.events, seconds=stats.seconds, **stats.by_kind)
     return stats
+
+
+def _iso(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def _wait_until(deadline: float) -> None:

@@ -52,32 +52,53 @@ def read_report(settings: Settings) -> Report:
     return report
 
 
-def wait_until_idle(settings: Settings, timeout_seconds: float, quiet_seconds: float = 3.0) -> bool:
-    """Wait until the worker group has committed every event up to the topics' end."""
+@dataclass(frozen=True)
+class IdleResult:
+    idle: bool
+    reason: str = ""
+
+
+def wait_until_idle(settings: Settings, timeout_seconds: float, quiet_seconds: float = 3.0,
+                    memberless_seconds: float = 15.0) -> IdleResult:
+    """Wait until the worker group has committed every event up to the topics' end.
+
+    Gives up early when the group has had no member for ``memberless_seconds``
+    while events wait, because then no worker is running to catch up.
+    """
+    group = settings.worker.app_id
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
     deadline = time.monotonic() + timeout_seconds
     caught_up_since: float | None = None
+    memberless_since: float | None = None
     try:
         partitions = [TopicPartition(topic, p) for topic in settings.topics.event_topics()
                       for p in sorted(consumer.partitions_for_topic(topic) or [])]
         while time.monotonic() < deadline:
             end = consumer.end_offsets(partitions)
-            group = settings.worker.app_id
             committed = admin.list_group_offsets(group).get(group, {})
             lag = sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
+            now = time.monotonic()
             if lag <= 0:
-                caught_up_since = caught_up_since or time.monotonic()
-                if time.monotonic() - caught_up_since >= quiet_seconds:
-                    return True
+                caught_up_since = caught_up_since or now
+                if now - caught_up_since >= quiet_seconds:
+                    return IdleResult(True)
             else:
                 caught_up_since = None
-                log.info("waiting_for_worker", lag=lag)
+                memberless_since = None if _has_members(admin, group) else (memberless_since or now)
+                if memberless_since is not None and now - memberless_since >= memberless_seconds:
+                    return IdleResult(False, f"no worker of group {group} is running and {lag} events wait")
+                log.info("waiting_for_worker", group=group, lag=lag)
             time.sleep(1.0)
-        return False
+        return IdleResult(False, f"the worker group {group} had not caught up after {timeout_seconds:.0f} s")
     finally:
         consumer.close()
         admin.close()
+
+
+def _has_members(admin: KafkaAdminClient, group: str) -> bool:
+    description = admin.describe_groups([group]).get(group) or {}
+    return bool(description.get("members"))
 
 
 def format_report(report: Report, top: int = 5) -> str:

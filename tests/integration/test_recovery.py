@@ -24,7 +24,7 @@ def test_state_rebuilt_from_changelog(broker, model_dir: Path, producer, tmp_pat
         send_event(producer, settings, signup)
         read_until(settings, settings.topics.commands,
                    lambda rs: len(commands_for(rs, {lead})) == 1, worker=own)
-        assert wait_until_idle(settings, timeout_seconds=60, quiet_seconds=1.0)
+        assert wait_until_idle(settings, timeout_seconds=60, quiet_seconds=1.0).idle
     finally:
         own.stop()
 
@@ -36,7 +36,7 @@ def test_state_rebuilt_from_changelog(broker, model_dir: Path, producer, tmp_pat
         send_event(producer, settings, open_(lead, T0 + DAY_MS, template="welcome"))
         records = read_until(settings, settings.topics.commands,
                              lambda rs: len(commands_for(rs, {lead})) >= 2, worker=own)
-        assert wait_until_idle(settings, timeout_seconds=60, quiet_seconds=1.0)
+        assert wait_until_idle(settings, timeout_seconds=60, quiet_seconds=1.0).idle
         records = read_until(settings, settings.topics.commands, lambda rs: len(rs) >= len(records))
     finally:
         own.stop()

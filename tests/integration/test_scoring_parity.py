@@ -26,7 +26,7 @@ def test_worker_features_equal_offline(broker, model_dir: Path, model, tmp_path:
     try:
         subprocess.run([str(Path(sys.executable).with_name("nurture")), "replay", str(CLICKSTREAM)],
                        env=worker.env, check=True, capture_output=True, cwd=tmp_path, timeout=300)
-        assert wait_until_idle(worker.settings, timeout_seconds=300, quiet_seconds=2.0), worker.log_tail()
+        assert wait_until_idle(worker.settings, timeout_seconds=300, quiet_seconds=2.0).idle, worker.log_tail()
     finally:
         worker.stop()
 

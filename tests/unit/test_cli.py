@@ -107,3 +107,18 @@ def test_model_report_prints_card_and_writes_plot(tmp_path: Path, model_dir: Pat
     assert "ROC AUC" in result.stdout
     assert "calibration error" in result.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_worker_on_taken_port_stops_with_hint(tmp_path: Path, model_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run(["worker", "--web-port", str(port)], tmp_path,
+                      NURTURE_WORKER_MODEL_DIR=str(model_dir))
+
+    assert result.returncode == 1
+    assert f"web port {port} on 127.0.0.1 is not free" in result.stderr
+    assert "NURTURE_WORKER_WEB_PORT" in result.stderr

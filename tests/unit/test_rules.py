@@ -44,6 +44,7 @@ template = "welcome"
         ('[[rules]]\non = "event"\n', r"rule 2: key 'name' is missing"),
         ('[[rules]]\nname = "x"\non = "event"\nkinds = ["open"]\naction = "handoff_sales"\ncooldown_hours = -1\n', r"key 'cooldown_hours': expected a positive number"),
         ('[defaults]\ncooldown = 3\n', r"\[defaults\] cooldown: unknown key"),
+        ('[[rules]]\nname = "x"\non = "event"\nkinds = ["form"]\nwhere = { converson = false }\naction = "handoff_sales"\n', r"have no field 'converson'"),
         ('[[rules]\n', r"invalid TOML"),
     ],
 )

@@ -59,3 +59,14 @@ def test_bad_environment_variable_is_named() -> None:
 def test_missing_named_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_settings(environ={"NURTURE_CONFIG": str(tmp_path / "absent.toml")})
+
+
+@pytest.mark.parametrize("broker", ["http://127.0.0.1:9092", "kafka://127.0.0.1", "kafka://:9092", " ; "])
+def test_bad_broker_address(broker: str) -> None:
+    with pytest.raises(ConfigError, match="NURTURE_BROKER: .*(not a broker address|empty)"):
+        load_settings(environ={"NURTURE_BROKER": broker})
+
+
+def test_misspelled_variable_is_named_with_suggestion() -> None:
+    with pytest.raises(ConfigError, match="NURTURE_KAFKA_PARTITONS is not a Nurture setting; did you mean NURTURE_KAFKA_PARTITIONS"):
+        load_settings(environ={"NURTURE_KAFKA_PARTITONS": "3"})

@@ -1,0 +1,154 @@
+"""Scoring cost: LightGBM per event at several batch sizes, and the worker's path per event.
+
+Run: .venv/bin/python bench/scoring.py [--model-dir DIR] [--repeats N]
+
+It trains a model on the bundled clickstream unless --model-dir names one, builds
+the feature rows of every event, then times:
+
+* the model's score call (LightGBM plus calibration) at batch sizes 1, 16, 128, 1024;
+* LightGBM's per-feature contributions (the reasons on a command), per row;
+* the ingest handler's batch path per event (decode, features, scoring, rules,
+  command encoding; no Kafka), at batches of 1 and 500.
+
+Each figure is the median of --repeats runs. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import lightgbm
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[1]
+CLICKSTREAM = PROJECT / "data" / "ecom-clickstream" / "ecom.csv.gz"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=None, help="trained model to use")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per figure (median)")
+    args = parser.parse_args()
+
+    from nurture.config.settings import LogSettings
+    from nurture.scoring.model import load_model
+    from nurture.streams.history import read_events
+    from nurture.streams.logs import configure_logging
+
+    configure_logging(LogSettings(format="console", level="warning"))
+    progress("reading the clickstream")
+    events = read_events(CLICKSTREAM)
+    model_dir = args.model_dir or train_model(events)
+    model = load_model(model_dir)
+    rows = feature_rows(events)
+    trees = model.booster.num_trees()
+    progress(f"model {model.version}: {trees} trees, {len(rows[0])} features, {len(rows)} rows")
+
+    print(f"machine: {platform.machine()}, {platform.processor() or 'unknown CPU'}, "
+          f"Python {platform.python_version()}, LightGBM {lightgbm.__version__}")
+    print(f"model: {trees} trees, {len(rows[0])} features\n")
+    print(f"{'measure':<46}{'µs per event':>14}{'events/s':>12}")
+    for size in (1, 16, 128, 1024):
+        seconds = median_seconds(lambda: score_in_batches(model, rows, size), args.repeats)
+        report(f"model.score, batch of {size}", seconds, len(rows))
+    sample = rows[:300]
+    seconds = median_seconds(lambda: [model.explain(row) for row in sample], args.repeats)
+    report("contributions (reasons), one row at a time", seconds, len(sample))
+    for size in (1, 500):
+        seconds = median_seconds(lambda: run_handler(model, events, size), args.repeats)
+        report(f"ingest handler, batch of {size}", seconds, len(events))
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def train_model(events: list[Any]) -> Path:
+    from nurture.scoring.train import train
+
+    directory = Path(tempfile.mkdtemp(prefix="nurture-bench-model-"))
+    progress(f"training a model into {directory}")
+    train(events, directory)
+    return directory
+
+
+def feature_rows(events: list[Any]) -> list[list[float]]:
+    from nurture.scoring import features
+
+    states: dict[str, dict[str, Any]] = {}
+    rows = []
+    for event in events:
+        state = states.setdefault(event.lead_id, features.new_state())
+        features.update(state, event)
+        rows.append(features.vector(state, event.event_time))
+    return rows
+
+
+def score_in_batches(model: Any, rows: list[list[float]], size: int) -> None:
+    matrix = np.asarray(rows, dtype=np.float64)
+    for start in range(0, len(rows), size):
+        model.score(matrix[start:start + size])
+
+
+def run_handler(model: Any, events: list[Any], size: int) -> None:
+    from nurture.agents.ingest import IngestHandler, Outputs, RuntimeHolder
+    from nurture.agents.pipeline import Runtime
+    from nurture.agents.rules import load_rules
+    from nurture.streams.codecs import encode_event
+
+    records = [_Record(_Message(f"events.{e.kind}", e.lead_id.encode(), encode_event(e, "json")))
+               for e in events]
+    runtime = Runtime(model=model, rules=load_rules(PROJECT / "config" / "rules.toml"))
+
+    async def discard(*_: Any) -> None:
+        return None
+
+    handler = IngestHandler({f"events.{kind}": kind for kind in ("click", "open", "form")},
+                            {f"events.{kind}": "json" for kind in ("click", "open", "form")},
+                            {}, Outputs(discard, discard), RuntimeHolder(runtime))
+
+    async def feed() -> None:
+        for start in range(0, len(records), size):
+            await handler.handle_batch(records[start:start + size], lambda record: None)
+
+    asyncio.run(feed())
+
+
+class _Message:
+    __slots__ = ("topic", "partition", "offset", "key", "value")
+
+    def __init__(self, topic: str, key: bytes, value: bytes) -> None:
+        self.topic, self.partition, self.offset, self.key, self.value = topic, 0, 0, key, value
+
+
+class _Record:
+    __slots__ = ("message",)
+
+    def __init__(self, message: _Message) -> None:
+        self.message = message
+
+
+def median_seconds(work: Callable[[], Any], repeats: int) -> float:
+    timings = []
+    for run in range(repeats):
+        started = time.perf_counter()
+        work()
+        timings.append(time.perf_counter() - started)
+        progress(f"  run {run + 1}/{repeats}: {timings[-1]:.3f} s")
+    return statistics.median(timings)
+
+
+def report(name: str, seconds: float, count: int) -> None:
+    print(f"{name:<46}{seconds / count * 1e6:>14.2f}{count / seconds:>12,.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
