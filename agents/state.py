@@ -54,7 +54,7 @@ def record_score(lead: dict[str, Any], at_ms: int, score: float, model_version: 
     lead["score"] = score
     lead["model_version"] = model_version
     history: list[list[Any]] = lead["score_history"]
-    history.append([at_ms, score])
+    history.append([at_ms, score, model_version])
     del history[:-SCORE_HISTORY_LENGTH]
 
     return previous

@@ -31,12 +31,28 @@ def test_model_for_other_features(model_dir: Path, tmp_path: Path) -> None:
         load_model(tmp_path)
 
 
-def test_score_of_a_row_does_not_depend_on_its_batch(model) -> None:
-    rows = [[float(i % 7) for _ in FEATURE_NAMES] for i in range(20)]
-    alone = [model.score([row])[0].probability for row in rows]
-    together = [scored.probability for scored in model.score(rows)]
+def test_score_of_a_row_does_not_depend_on_its_batch(model, history) -> None:
+    import random
 
-    assert alone == together
+    from nurture.scoring import features
+
+    states: dict = {}
+    rows = []
+    for event in history[5000:7000]:
+        state = states.setdefault(event.lead_id, features.new_state())
+        features.update(state, event)
+        rows.append(features.vector(state, event.event_time))
+    alone = [model.score([row])[0].probability for row in rows]
+    order = list(range(len(rows)))
+    random.Random(3).shuffle(order)
+    for size in (16, 128, 1024):
+        mixed: dict[int, float] = {}
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            for index, scored in zip(chunk, model.score([rows[i] for i in chunk])):
+                mixed[index] = scored.probability
+
+        assert [mixed[i] for i in range(len(rows))] == alone
 
 
 def test_card_of_another_model_is_rejected(model_dir: Path, tmp_path: Path) -> None:

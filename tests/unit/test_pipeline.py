@@ -57,6 +57,7 @@ def test_score_history_is_bounded(runtime) -> None:
 
     assert len(lead["score_history"]) == 10
     assert lead["score_history"][-1][0] == T0 + 29 * HOUR_MS
+    assert lead["score_history"][-1][2] == runtime.model.version
 
 
 def test_burst_of_opens_sends_one_follow_up(runtime) -> None:
