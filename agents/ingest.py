@@ -83,10 +83,6 @@ class IngestHandler:
         self.records_handled = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nurture-score")
 
-    async def handle(self, record: Any) -> None:
-        """Handle one record as a batch of one."""
-        await self.handle_batch([record], lambda _: None)
-
     async def handle_batch(self, records: Sequence[Any], enter: Callable[[Any], None]) -> None:
         """Process Faust events in order; ``enter(record)`` makes ``record`` Faust's current event."""
         runtime = self.holder.runtime

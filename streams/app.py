@@ -84,7 +84,6 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         return web.json(model_status(holder, handler))
 
     app.nurture_handler = handler  # type: ignore[attr-defined]
-    app.nurture_ingest = ingest  # type: ignore[attr-defined]
     app.nurture_leads = leads  # type: ignore[attr-defined]
     return app, holder
 

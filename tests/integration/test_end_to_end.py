@@ -9,7 +9,6 @@ from pathlib import Path
 
 import fastavro.validation
 import orjson
-import pytest
 
 from conftest import commands_for, read_until, send_event
 from factories import DAY_MS, T0, form, open_

@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from conftest import Worker
-from nurture.agents.state import new_lead
 from nurture.scoring import features
 from nurture.streams.history import read_events
 from nurture.streams.report import read_topic, wait_until_idle

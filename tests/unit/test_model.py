@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from nurture.scoring.features import FEATURE_NAMES
 from nurture.scoring.model import ModelError, ModelMismatchError, load_model
 
 
