@@ -84,14 +84,23 @@ class IngestHandler:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nurture-score")
 
     async def handle_batch(self, records: Sequence[Any], enter: Callable[[Any], None]) -> None:
-        """Process Faust events in order; ``enter(record)`` makes ``record`` Faust's current event."""
+        """Process a batch of Faust events; ``enter(record)`` makes ``record`` Faust's current event."""
         runtime = self.holder.runtime
         if runtime is None:
             raise RuntimeError("the worker runtime (model and rules) is not loaded")
         batch = _Batch()
+        decoded = []
         for record in records:
             enter(record)
-            await self._prepare(record, runtime, batch)
+            event = await self._decode(record)
+            if event is not None:
+                decoded.append((record, event))
+        # Kafka orders records within a topic partition only, so a lead's click, open and
+        # form events can arrive out of time order; within a batch they are put back in it.
+        decoded.sort(key=lambda pair: pair[1].event_time)
+        for record, event in decoded:
+            enter(record)
+            await self._prepare(record, event, runtime, batch)
         if batch.pending:
             await self._score_and_store(batch, runtime, enter)
         self.records_handled += len(records)
@@ -109,18 +118,21 @@ class IngestHandler:
             self.table[key] = encode_lead(lead)
         await self._publish(batch.pending)
 
-    async def _prepare(self, record: Any, runtime: Runtime, batch: _Batch) -> None:
+    async def _decode(self, record: Any) -> Event | None:
+        """Return the record's event, or None after sending the record to the dead letters."""
         message = record.message
         if message.key is None:
             await self._dead_letter(message, "missing_key", "record has no key; key events by lead_id")
-            return
+            return None
         try:
-            event = decode_event(self.kinds[message.topic], self.codecs[message.topic],
-                                 message.value, message.key)
+            return decode_event(self.kinds[message.topic], self.codecs[message.topic],
+                                message.value, message.key)
         except DecodeError as exc:
             await self._dead_letter(message, exc.reason, str(exc))
-            return
+            return None
 
+    async def _prepare(self, record: Any, event: Event, runtime: Runtime, batch: _Batch) -> None:
+        message = record.message
         key = message.key
         try:
             lead = batch.leads.get(key) or decode_lead(self.table.get(key), event.lead_id)

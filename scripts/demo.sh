@@ -6,6 +6,8 @@
 #
 # Environment:
 #   DEMO_SPLIT_DATE  train before this date, replay from it (default: 2024-05-15)
+#   DEMO_SPEED       seconds of history replayed per second; 0 replays as fast as
+#                    possible (default: 86400, one day per second)
 #   KAFKA_PORT       broker port, or "auto" for a free one (default: auto)
 #   VENV             virtual environment with the package (default: .venv)
 set -euo pipefail
@@ -13,6 +15,7 @@ set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO_ROOT
 readonly SPLIT_DATE=${DEMO_SPLIT_DATE:-2024-05-15}
+readonly SPEED=${DEMO_SPEED:-86400}
 readonly HISTORY=$REPO_ROOT/data/ecom-clickstream/ecom.csv.gz
 readonly DEMO_DIR=$REPO_ROOT/var/demo
 readonly NURTURE=${VENV:-$REPO_ROOT/.venv}/bin/nurture
@@ -84,6 +87,24 @@ start_worker() {
   printf 'Worker ready after about %d s.\n' "$waited"
 }
 
+# Produces records the worker must dead-letter: broken JSON, a wrong field type, no key.
+send_malformed_events() {
+  "${NURTURE%/nurture}/python" - <<'PY'
+import os
+
+from kafka import KafkaProducer
+
+producer = KafkaProducer(bootstrap_servers=os.environ["NURTURE_BROKER"].removeprefix("kafka://"))
+producer.send("events.click", key=b"demo-lead", value=b'{"event_id": "broken')
+producer.send("events.form", key=b"demo-lead", value=b'{"event_id": "f1", "lead_id": "demo-lead", '
+              b'"event_time": "yesterday", "produced_at": 0, "form": "signup"}')
+producer.send("events.open", key=None, value=b"{}")
+producer.flush()
+producer.close()
+print("sent 3 malformed records")
+PY
+}
+
 main() {
   [[ -x $NURTURE ]] || die "$NURTURE not found; run 'make venv' first (make demo does)"
   trap cleanup EXIT
@@ -106,8 +127,11 @@ main() {
 
   start_worker
 
-  step "Replaying the clickstream from $SPLIT_DATE"
-  "$NURTURE" replay "$HISTORY" --since "$SPLIT_DATE"
+  step "Replaying the clickstream from $SPLIT_DATE, $SPEED seconds of history per second"
+  "$NURTURE" replay "$HISTORY" --since "$SPLIT_DATE" --speed "$SPEED"
+
+  step "Sending three malformed events, to show the dead-letter topic"
+  send_malformed_events
 
   step "Report read back from Kafka"
   "$NURTURE" report --wait-idle 300

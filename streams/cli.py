@@ -58,9 +58,9 @@ def _add_commands(cli: click.Group, settings: Settings, holder: RuntimeHolder) -
 
     @click.pass_context
     def worker(ctx: click.Context, **options: Any) -> Any:
-        _check_web_port(options.get("web_bind") or settings.worker.web_host,
-                        options.get("web_port") or settings.worker.web_port)
-        _prepare_worker(settings, holder)
+        web_address = (options.get("web_bind") or settings.worker.web_host,
+                       options.get("web_port") or settings.worker.web_port)
+        _prepare_worker(settings, holder, web_address)
         return ctx.invoke(faust_worker, **options)
 
     cli.add_command(click.Command(
@@ -95,7 +95,7 @@ def _check_web_port(host: str, port: int) -> None:
             ) from exc
 
 
-def _prepare_worker(settings: Settings, holder: RuntimeHolder) -> None:
+def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tuple[str, int]) -> None:
     from nurture.scoring.model import load_model
     from nurture.scoring.rollout import ModelSlot
     from nurture.streams.topics import ensure_topics
@@ -109,6 +109,7 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder) -> None:
         if worker.shadow_model_dir:
             holder.slots.append(ModelSlot.open("shadow", worker.shadow_model_dir,
                                                lambda m: setattr(runtime, "shadow", m)))
+        _check_web_port(*web_address)
         ensure_topics(settings)
     except NurtureError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -10,9 +10,18 @@ from pathlib import Path
 NURTURE = str(Path(sys.executable).with_name("nurture"))
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {**os.environ, "NURTURE_WORKER_DATA_DIR": str(tmp_path / "data"),
-               "NURTURE_BROKER": "kafka://127.0.0.1:9", "NURTURE_LOG_FORMAT": "console", **env}
+               "NURTURE_BROKER": "kafka://127.0.0.1:9", "NURTURE_LOG_FORMAT": "console",
+               "NURTURE_WORKER_WEB_PORT": str(_free_port()), **env}
     return subprocess.run([NURTURE, *args], env=environ, cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, stdin=subprocess.DEVNULL)
 
