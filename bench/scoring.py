@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -52,19 +54,34 @@ def main() -> None:
     trees = model.booster.num_trees()
     progress(f"model {model.version}: {trees} trees, {len(rows[0])} features, {len(rows)} rows")
 
-    print(f"machine: {platform.machine()}, {platform.processor() or 'unknown CPU'}, "
+    print(f"machine: {platform.machine()}, {cpu_name()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, LightGBM {lightgbm.__version__}")
     print(f"model: {trees} trees, {len(rows[0])} features\n")
     print(f"{'measure':<46}{'µs per event':>14}{'events/s':>12}")
     for size in (1, 16, 128, 1024):
-        seconds = median_seconds(lambda: score_in_batches(model, rows, size), args.repeats)
-        report(f"model.score, batch of {size}", seconds, len(rows))
+        name = f"model.score, batch of {size}"
+        seconds = median_seconds(name, lambda: score_in_batches(model, rows, size), args.repeats)
+        report(name, seconds, len(rows))
     sample = rows[:300]
-    seconds = median_seconds(lambda: [model.explain(row) for row in sample], args.repeats)
-    report("contributions (reasons), one row at a time", seconds, len(sample))
+    name = "contributions (reasons), one row at a time"
+    seconds = median_seconds(name, lambda: [model.explain(row) for row in sample], args.repeats)
+    report(name, seconds, len(sample))
     for size in (1, 500):
-        seconds = median_seconds(lambda: run_handler(model, events, size), args.repeats)
-        report(f"ingest handler, batch of {size}", seconds, len(events))
+        name = f"ingest handler, batch of {size}"
+        seconds = median_seconds(name, lambda: run_handler(model, events, size), args.repeats)
+        report(name, seconds, len(events))
+    if args.model_dir is None:
+        shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def progress(message: str) -> None:
@@ -136,13 +153,13 @@ class _Record:
         self.message = message
 
 
-def median_seconds(work: Callable[[], Any], repeats: int) -> float:
+def median_seconds(name: str, work: Callable[[], Any], repeats: int) -> float:
     timings = []
     for run in range(repeats):
         started = time.perf_counter()
         work()
         timings.append(time.perf_counter() - started)
-        progress(f"  run {run + 1}/{repeats}: {timings[-1]:.3f} s")
+        progress(f"{name}: run {run + 1}/{repeats} took {timings[-1]:.3f} s")
     return statistics.median(timings)
 
 

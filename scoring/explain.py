@@ -23,6 +23,8 @@ _SIGNAL_WORDS = {
 }
 _WINDOW_WORDS = {"last_24h": "in the last 24 hours", "last_7d": "in the last 7 days"}
 _HALF_LIFE_WORDS = {"24h": "in the last day", "168h": "in the last week"}
+_HALF_LIFE_WINDOWS = {"24h": "the last 24 hours", "168h": "the last 7 days"}
+_HALF_LIFE_AGO = {"24h": "a day ago", "168h": "a week ago"}
 _EXACT_WINDOW = {"24h": "last_24h", "168h": "last_7d"}
 
 
@@ -41,7 +43,12 @@ def describe(feature: str, value: float, row: dict[str, float] | None = None) ->
     if signal in _SIGNAL_WORDS and half_life in _HALF_LIFE_WORDS:
         exact = f"{signal}_{_EXACT_WINDOW[half_life]}"
         if row is not None and exact in row:
-            return describe(exact, row[exact])
+            if row[exact] >= 1:
+                return describe(exact, row[exact])
+            if value >= 0.05:
+                # Only earlier events weigh in: say so, not "none in the window".
+                return (f"{_SIGNAL_WORDS[signal][1]} shortly before {_HALF_LIFE_WINDOWS[half_life]} "
+                        f"(time-weighted count {value:.1f})")
         return _recent_activity(_SIGNAL_WORDS[signal], half_life, value)
     return _describe_other(feature, value)
 
@@ -80,11 +87,18 @@ _FUNNEL_WORDS = (
 
 def top_reasons(values: Sequence[float], contributions: Sequence[float],
                 count: int = 3) -> list[dict[str, Any]]:
-    """Pick the ``count`` features that raised the score most (largest contribution first)."""
-    ranked = sorted(
-        range(len(FEATURE_NAMES)), key=lambda index: (-contributions[index], index)
-    )[:count]
+    """Pick the ``count`` features that raised the score most (largest contribution first).
+
+    Features that describe something the lead did come before those that describe an
+    absence ("no purchases"), which a salesperson cannot act on; absences fill in only
+    when fewer than ``count`` present features raised the score.
+    """
     row = {name: float(value) for name, value in zip(FEATURE_NAMES, values)}
+    raised = [index for index in range(len(FEATURE_NAMES)) if contributions[index] > 0]
+    present = [index for index in raised if _is_present(FEATURE_NAMES[index], row)]
+    others = [index for index in range(len(FEATURE_NAMES)) if index not in present]
+    by_contribution = lambda index: (-contributions[index], index)  # noqa: E731
+    ranked = (sorted(present, key=by_contribution) + sorted(others, key=by_contribution))[:count]
 
     return [
         {
@@ -96,6 +110,16 @@ def top_reasons(values: Sequence[float], contributions: Sequence[float],
     ]
 
 
+def _is_present(feature: str, row: dict[str, float]) -> bool:
+    """Tell whether a feature value records activity rather than its absence."""
+    value = row[feature]
+    if feature in ("channel", "platform"):
+        return value >= 0
+    if feature == "hours_since_conversion":
+        return value >= 0
+    return value >= 0.5
+
+
 def _count(value: float, singular: str, plural: str) -> str:
     number = int(round(value))
     if number == 0:
@@ -104,9 +128,10 @@ def _count(value: float, singular: str, plural: str) -> str:
 
 
 def _recent_activity(words: tuple[str, str], half_life: str, value: float) -> str:
-    if value < 0.5:
-        return f"no {words[1]} {_HALF_LIFE_WORDS[half_life]}"
-    return f"about {_count(value, *words)} {_HALF_LIFE_WORDS[half_life]}, recent ones counting most"
+    if value < 0.05:
+        return f"no {words[1]} recently"
+    return (f"{words[1]} lately, time-weighted count {value:.1f} "
+            f"(an action {_HALF_LIFE_AGO[half_life]} counts half)")
 
 
 def _duration(hours: float) -> str:

@@ -53,10 +53,7 @@ def log_loss(labels: Sequence[int], probabilities: Sequence[float]) -> float:
 
 def top_decile_lift(labels: Sequence[int], scores: Sequence[float]) -> float:
     """Conversion rate of the top-scored tenth of rows divided by the overall rate."""
-    y = np.asarray(labels, dtype=np.float64)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
-    top = max(1, len(y) // 10)
-    return float(y[order[:top]].mean() / y.mean())
+    return lift_by_decile(labels, scores)[0]
 
 
 def lift_by_decile(labels: Sequence[int], scores: Sequence[float]) -> list[float]:

@@ -76,14 +76,24 @@ def load_model(directory: str | Path) -> LeadModel:
         raise ModelError(f"model card {card_path} is not valid JSON: {exc}") from exc
     try:
         model_text = model_path.read_text(encoding="utf-8")
-        booster = lightgbm.Booster(model_str=model_text)
-    except (OSError, UnicodeDecodeError, lightgbm.basic.LightGBMError) as exc:
-        raise ModelError(f"model file {model_path} cannot be loaded: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"model file {model_path} cannot be read: {exc}") from exc
 
+    # The card must match the text before LightGBM parses it: LightGBM 4 aborts the
+    # whole process on some malformed model files instead of raising.
     _check_card(card_path, card, model_text)
+    try:
+        booster = lightgbm.Booster(model_str=model_text)
+    except lightgbm.basic.LightGBMError as exc:
+        raise ModelError(f"model file {model_path} cannot be loaded: {exc}") from exc
     _check_features(card_path, card, booster)
 
     return LeadModel(booster, card)
+
+
+def model_version(model_text: str) -> str:
+    """Return the version of a model: a hash of its text."""
+    return "m-" + hashlib.sha256(model_text.encode("utf-8")).hexdigest()[:12]
 
 
 class ModelMismatchError(ModelError):
@@ -100,11 +110,11 @@ def _check_card(card_path: Path, card: dict[str, Any], model_text: str) -> None:
     if not all(isinstance(calibration.get(key), (int, float)) and math.isfinite(calibration[key])
                for key in ("slope", "intercept")):
         raise ModelError(f"model card {card_path} has no finite calibration slope and intercept")
-    digest = "m-" + hashlib.sha256(model_text.encode("utf-8")).hexdigest()[:12]
+    digest = model_version(model_text)
     if digest != card["version"]:
         raise ModelMismatchError(
             f"model card {card_path} is for version {card['version']} but the model file is {digest}; "
-            "write both with `nurture train`"
+            "the model file is damaged or belongs to another card: write both with `nurture train`"
         )
 
 

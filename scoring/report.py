@@ -22,6 +22,17 @@ def format_comparison(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+CALIBRATION_WARNING = 0.05
+FEATURE_LEGEND = (
+    "<signal>_24h and <signal>_168h: time-weighted counts (an action counts half after a day "
+    "or a week); <signal>_last_24h and <signal>_last_7d: exact counts in clock hours and days"
+)
+
+
+def _rate(part: dict[str, Any]) -> str:
+    return f"{part['positives'] / part['rows']:.1%}" if part["rows"] else "n/a"
+
+
 def format_card(card: dict[str, Any]) -> str:
     """Return the model card as text for a terminal."""
     evaluation = card["eval"]
@@ -30,17 +41,29 @@ def format_card(card: dict[str, Any]) -> str:
         f"data: {card['source']['file'] or '?'}, {card['source']['events']} events, "
         f"{card['data_range']['from']} to {card['data_range']['to']}",
         f"label: a conversion within {card['horizon_days']:g} days of the scoring time",
-        f"training rows: {card['train']['rows']} ({card['train']['positives']} positive), "
+        f"training rows: {card['train']['rows']} ({_rate(card['train'])} convert), "
         f"{card['train']['from']} to {card['train']['to']}",
-        f"calibration rows: {card['calibration']['rows']} (Platt scaling, slope "
-        f"{card['calibration']['slope']:.3f}, intercept {card['calibration']['intercept']:.3f})",
-        f"evaluation rows: {evaluation['rows']} ({evaluation['positives']} positive), "
+        f"calibration rows: {card['calibration']['rows']} ({_rate(card['calibration'])} convert), "
+        f"{card['calibration']['from']} to {card['calibration']['to']}; Platt scaling, slope "
+        f"{card['calibration']['slope']:.3f}, intercept {card['calibration']['intercept']:.3f}",
+        f"evaluation rows: {evaluation['rows']} ({_rate(evaluation)} convert), "
         f"{evaluation['from']} to {evaluation['to']}",
         "",
         "evaluation figures, model against hand-set points (config/points.toml):",
         format_comparison(card),
+    ]
+    if evaluation["calibration_error"] > CALIBRATION_WARNING:
+        lines += [
+            "",
+            f"warning: calibration error {evaluation['calibration_error']:.3f} is above "
+            f"{CALIBRATION_WARNING}: read scores as a ranking, not as probabilities. The "
+            f"calibration slice converts at {_rate(card['calibration'])} and the evaluation "
+            f"slice at {_rate(evaluation)}; a longer or more recent history usually helps.",
+        ]
+    lines += [
         "",
         f"features ({len(card['features'])}): {', '.join(card['features'])}",
+        FEATURE_LEGEND,
     ]
     return "\n".join(lines)
 
@@ -59,10 +82,13 @@ def write_plots(card: dict[str, Any], path: str | Path) -> Path:
         bins = card[key]["calibration_bins"]
         calibration.plot([b["predicted"] for b in bins], [b["observed"] for b in bins],
                          marker="o", color=colour, label=name)
+        for item in bins:  # small bins are noise; say how many rows each point stands for
+            calibration.annotate(f"{item['rows']}", (item["predicted"], item["observed"]),
+                                 textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)
         deciles = range(1, len(card[key]["lift_by_decile"]) + 1)
         lift.bar([d + (-0.2 if key == "eval" else 0.2) for d in deciles], card[key]["lift_by_decile"],
                  width=0.4, color=colour, label=name)
-    calibration.set(title="Calibration on the evaluation slice", xlabel="predicted probability",
+    calibration.set(title="Calibration on the evaluation slice (labels: rows)", xlabel="predicted probability",
                     ylabel="observed conversion rate", xlim=(0, 1), ylim=(0, 1))
     calibration.legend()
     lift.axhline(1.0, color="grey", linestyle=":")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -11,6 +12,9 @@ import structlog
 from nurture.scoring.model import CARD_FILE, MODEL_FILE, LeadModel, ModelError, ModelMismatchError, load_model
 
 log = structlog.get_logger("nurture.rollout")
+
+# A card that still does not match its model after this long is no write in progress.
+MISMATCH_WARNING_SECONDS = 60.0
 
 Stamp = tuple[tuple[int, int], ...]
 
@@ -36,6 +40,8 @@ class ModelSlot:
     model: LeadModel
     stamp: Stamp
     on_swap: Callable[[LeadModel], None]
+    rejected: dict[str, str] | None = None  # the last refused files: error and time
+    _mismatch: tuple[Stamp, float, bool] | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, role: str, directory: str | Path, on_swap: Callable[[LeadModel], None]) -> "ModelSlot":
@@ -60,14 +66,16 @@ class ModelSlot:
         try:
             candidate = load_model(self.directory)
         except ModelMismatchError as exc:
-            log.info("model_write_in_progress", role=self.role, directory=str(self.directory),
-                     detail=str(exc))
+            self._note_mismatch(stamp, exc)
             return False
         except ModelError as exc:
             self.stamp = stamp
+            self.rejected = {"error": str(exc), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             log.error("model_rejected", role=self.role, directory=str(self.directory),
                       error=str(exc), serving=self.model.version)
             return False
+        self._mismatch = None
+        self.rejected = None
         self.stamp = stamp
         if candidate.version == self.model.version:
             return False
@@ -76,3 +84,18 @@ class ModelSlot:
         self.on_swap(candidate)
         log.info("model_swapped", role=self.role, version=candidate.version, previous=previous)
         return True
+
+    def _note_mismatch(self, stamp: Stamp, exc: ModelMismatchError) -> None:
+        """Log a card that does not match its model once, and warn if it stays that way."""
+        now = time.monotonic()
+        if self._mismatch is None or self._mismatch[0] != stamp:
+            self._mismatch = (stamp, now, False)
+            log.info("model_write_in_progress", role=self.role, directory=str(self.directory),
+                     detail=str(exc))
+            return
+        first_seen, warned = self._mismatch[1], self._mismatch[2]
+        if not warned and now - first_seen >= MISMATCH_WARNING_SECONDS:
+            self._mismatch = (stamp, first_seen, True)
+            self.rejected = {"error": str(exc), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            log.warning("model_card_mismatch", role=self.role, directory=str(self.directory),
+                        detail=str(exc), seconds=round(now - first_seen), serving=self.model.version)

@@ -16,7 +16,6 @@ third, so they are measured on the future.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import os
 import time
@@ -34,7 +33,7 @@ from nurture.schemas.records import Event
 from nurture.scoring import features, metrics
 from nurture.scoring.baseline import load_points, score_points
 from nurture.scoring.calibration import apply_platt, fit_platt, logit
-from nurture.scoring.model import CARD_FILE, MODEL_FILE
+from nurture.scoring.model import CARD_FILE, MODEL_FILE, model_version
 
 log = structlog.get_logger("nurture.train")
 
@@ -161,7 +160,7 @@ def train(events: Sequence[Event], out_dir: str | Path, *, horizon_days: float =
 
     model_text = booster.model_to_string()
     card = {
-        "version": "m-" + hashlib.sha256(model_text.encode("utf-8")).hexdigest()[:12],
+        "version": model_version(model_text),
         "features": list(features.FEATURE_NAMES),
         "feature_state_version": features.STATE_VERSION,
         "trained_at": _iso(int(time.time() * 1000)),

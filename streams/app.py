@@ -107,7 +107,9 @@ def model_status(holder: RuntimeHolder, handler: IngestHandler) -> dict[str, Any
     return {
         "live": runtime.model.version if runtime else None,
         "shadow": runtime.shadow.version if runtime and runtime.shadow else None,
+        # events: events scored by both models; the other counts are decisions (rule, template)
         "shadow_decisions": handler.shadow_stats.snapshot(),
-        "watched": [{"role": slot.role, "directory": str(slot.directory), "version": slot.model.version}
+        "watched": [{"role": slot.role, "directory": str(slot.directory), "version": slot.model.version,
+                     "rejected": slot.rejected}
                     for slot in holder.slots],
     }

@@ -56,13 +56,14 @@ def logging_config(settings: LogSettings) -> dict[str, Any]:
             },
         },
         "root": {"level": settings.level.upper(), "handlers": ["stderr"]},
-        # kafka-python logs every connection step at info level.
-        "loggers": {"kafka": {"level": _at_least_warning(settings.level)}},
+        # kafka-python logs every connection step at info level, and warns about
+        # things that are normal here (Faust's group metadata, auto-commit off).
+        "loggers": {"kafka": {"level": _quiet_unless_debug(settings.level)}},
     }
 
 
-def _at_least_warning(level: str) -> str:
-    return "DEBUG" if level == "debug" else "WARNING"
+def _quiet_unless_debug(level: str) -> str:
+    return "DEBUG" if level == "debug" else "ERROR"
 
 
 def configure_logging(settings: LogSettings) -> None:

@@ -94,7 +94,7 @@ def test_worker_with_corrupt_model_stops(tmp_path: Path, model_dir: Path) -> Non
     result = _run(["worker"], tmp_path, NURTURE_WORKER_MODEL_DIR=str(broken))
 
     assert result.returncode == 1
-    assert "cannot be loaded" in result.stderr
+    assert "model file is damaged" in result.stderr
     assert "Ready" not in result.stderr + result.stdout
 
 

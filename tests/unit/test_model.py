@@ -16,7 +16,17 @@ def test_corrupt_model_file(model_dir: Path, tmp_path: Path) -> None:
     shutil.copy(model_dir / "card.json", tmp_path / "card.json")
     (tmp_path / "model.txt").write_text("tree\nthis is not a model\n")
 
-    with pytest.raises(ModelError, match="cannot be loaded"):
+    with pytest.raises(ModelError, match="model file is damaged or belongs to another card"):
+        load_model(tmp_path)
+
+
+def test_truncated_model_file_is_refused_not_parsed(model_dir: Path, tmp_path: Path) -> None:
+    # LightGBM aborts the process on this file, so the hash check must come first.
+    shutil.copy(model_dir / "card.json", tmp_path / "card.json")
+    text = (model_dir / "model.txt").read_text()
+    (tmp_path / "model.txt").write_text(text[: len(text) // 3])
+
+    with pytest.raises(ModelMismatchError):
         load_model(tmp_path)
 
 
