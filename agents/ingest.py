@@ -97,6 +97,8 @@ class IngestHandler:
                 decoded.append((record, event))
         # Kafka orders records within a topic partition only, so a lead's click, open and
         # form events can arrive out of time order; within a batch they are put back in it.
+        # NOTE: across batches nothing aligns the topics: in a backlog the small form topic
+        # runs ahead of the click topic, so score crossings can differ from a time-ordered run.
         decoded.sort(key=lambda pair: pair[1].event_time)
         for record, event in decoded:
             enter(record)
