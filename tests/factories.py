@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 from nurture.schemas.records import Event
 
 DAY_MS = 86_400_000
@@ -26,3 +30,19 @@ def form(lead: str, at: int, name: str = "signup", conversion: bool = False,
     attrs = {"form": name, "conversion": conversion, "session_id": None, "platform": None,
              "channel": None, "fields": fields if fields is not None else {}}
     return Event("form", event_id or f"f-{lead}-{at}-{name}", lead, at, at, attrs)
+
+
+class Recorder:
+    """Stands in for the command and dead-letter topics: keeps what the handler sends."""
+
+    def __init__(self) -> None:
+        self.commands: list[dict[str, Any]] = []
+        self.dead_letters: list[dict[str, str]] = []
+
+    async def send_command(self, key: bytes, value: bytes) -> None:
+        self.commands.append(orjson.loads(value))
+
+    async def send_deadletter(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        letter = {name: raw.decode() for name, raw in headers}
+        letter["value"] = value.decode("utf-8", "replace")
+        self.dead_letters.append(letter)

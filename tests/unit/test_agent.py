@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import orjson
 import pytest
 
-from factories import DAY_MS, T0, click, form, open_
+from factories import DAY_MS, T0, Recorder, click, form, open_
 from nurture.agents.ingest import Outputs
 from nurture.config.settings import load_settings
 from nurture.streams.app import build_app
 from nurture.streams.codecs import encode_event
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.commands: list[dict[str, Any]] = []
-        self.dead_letters: list[dict[str, str]] = []
-
-    async def send_command(self, key: bytes, value: bytes) -> None:
-        self.commands.append(orjson.loads(value))
-
-    async def send_deadletter(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        self.dead_letters.append({name: raw.decode() for name, raw in headers} | {"value": value.decode("utf-8", "replace")})
 
 
 @pytest.fixture()

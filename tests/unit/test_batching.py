@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from factories import Recorder
 from nurture.agents.ingest import IngestHandler, Outputs, RuntimeHolder
 from nurture.agents.pipeline import process_event
 from nurture.agents.state import new_lead
@@ -30,18 +31,6 @@ class Message:
 @dataclass
 class Record:
     message: Message
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.commands: list[dict[str, Any]] = []
-        self.dead_letters: list[dict[str, str]] = []
-
-    async def send_command(self, key: bytes, value: bytes) -> None:
-        self.commands.append(orjson.loads(value))
-
-    async def send_deadletter(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        self.dead_letters.append({name: raw.decode() for name, raw in headers})
 
 
 def _records(events) -> list[Record]:
