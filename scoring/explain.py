@@ -98,7 +98,15 @@ def top_reasons(values: Sequence[float], contributions: Sequence[float],
     present = [index for index in raised if _is_present(FEATURE_NAMES[index], row)]
     others = [index for index in range(len(FEATURE_NAMES)) if index not in present]
     by_contribution = lambda index: (-contributions[index], index)  # noqa: E731
-    ranked = (sorted(present, key=by_contribution) + sorted(others, key=by_contribution))[:count]
+    ranked: list[int] = []
+    signals: set[str] = set()
+    for index in sorted(present, key=by_contribution) + sorted(others, key=by_contribution):
+        signal = _signal_of(FEATURE_NAMES[index])
+        if signal not in signals:  # one reason per signal: its day and week counts repeat it
+            signals.add(signal)
+            ranked.append(index)
+        if len(ranked) == count:
+            break
 
     return [
         {
@@ -108,6 +116,13 @@ def top_reasons(values: Sequence[float], contributions: Sequence[float],
         }
         for index in ranked
     ]
+
+
+def _signal_of(feature: str) -> str:
+    for suffix in ("_last_24h", "_last_7d", "_24h", "_168h"):
+        if feature.endswith(suffix) and feature.removesuffix(suffix) in _SIGNAL_WORDS:
+            return feature.removesuffix(suffix)
+    return feature
 
 
 def _is_present(feature: str, row: dict[str, float]) -> bool:

@@ -61,3 +61,15 @@ def test_top_reasons_pick_largest_contributions() -> None:
     assert [reason["feature"] for reason in reasons] == ["cart_adds_last_24h", "events_total", "sessions"]
     assert reasons[0]["text"] == "2 items added to the cart in the last 24 hours"
     assert reasons[0]["contribution"] == 0.9
+
+
+def test_one_reason_per_signal() -> None:
+    values = [0.0] * len(FEATURE_NAMES)
+    contributions = [0.0] * len(FEATURE_NAMES)
+    for name, value, contribution in (("forms_24h", 2.0, 0.9), ("forms_168h", 2.0, 0.8),
+                                      ("sessions", 3.0, 0.3), ("cart_adds_last_7d", 1.0, 0.2)):
+        values[FEATURE_NAMES.index(name)] = value
+        contributions[FEATURE_NAMES.index(name)] = contribution
+    reasons = top_reasons(values, contributions)
+
+    assert [reason["feature"] for reason in reasons] == ["forms_24h", "sessions", "cart_adds_last_7d"]
