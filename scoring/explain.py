@@ -31,9 +31,9 @@ _EXACT_WINDOW = {"24h": "last_24h", "168h": "last_7d"}
 def describe(feature: str, value: float, row: dict[str, float] | None = None) -> str:
     """Say what a feature value means, for a salesperson or a marketer.
 
-    A time-weighted count is told as the exact count of the same signal over the
-    matching window when the row has one, since a person reads "3 product views
-    in the last 24 hours" more easily than a decayed sum.
+    A time-weighted count is written as the exact count of the same signal over
+    the matching window when the row has one, because a person reads "3 product
+    views in the last 24 hours" more easily than a decayed sum.
     """
     for suffix, words in _WINDOW_WORDS.items():
         signal = feature.removesuffix(f"_{suffix}")
@@ -46,7 +46,7 @@ def describe(feature: str, value: float, row: dict[str, float] | None = None) ->
             if row[exact] >= 1:
                 return describe(exact, row[exact])
             if value >= 0.05:
-                # Only earlier events weigh in: say so, not "none in the window".
+                # Only events before the window weigh in, so the text must not claim none.
                 return (f"{_SIGNAL_WORDS[signal][1]} shortly before {_HALF_LIFE_WINDOWS[half_life]} "
                         f"(time-weighted count {value:.1f})")
         return _recent_activity(_SIGNAL_WORDS[signal], half_life, value)
@@ -90,8 +90,8 @@ def top_reasons(values: Sequence[float], contributions: Sequence[float],
     """Pick the ``count`` features that raised the score most (largest contribution first).
 
     Features that describe something the lead did come before those that describe an
-    absence ("no purchases"), which a salesperson cannot act on; absences fill in only
-    when fewer than ``count`` present features raised the score.
+    absence ("no purchases"), because a salesperson cannot act on an absence. Absences
+    fill in only when fewer than ``count`` present features raised the score.
     """
     row = {name: float(value) for name, value in zip(FEATURE_NAMES, values)}
     raised = [index for index in range(len(FEATURE_NAMES)) if contributions[index] > 0]
