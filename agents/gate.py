@@ -1,7 +1,7 @@
 """The one place that decides whether a command may be sent to a lead.
 
-Every decision passes through ``hold_reason`` before a command is built; a
-non-empty reason holds the command back and is logged and counted.
+Every decision passes through ``hold_reason`` before a command is built. A
+non-empty reason keeps the command back, and the agent logs it at debug level.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def hold_reason(lead: dict[str, Any], decision: Decision, at_ms: int) -> str | N
     """Return why ``decision`` must not produce a command now, or None to send it.
 
     ``at_ms`` is the trigger event's time, so a replayed history gets the same
-    answers as the live stream did.
+    results as the live stream did.
     """
     rule = decision.rule
     if rule.once and rule.name in lead["fired_once"]:

@@ -1,10 +1,10 @@
 """The ingest agent: decode events, update lead rows, score in batches, publish commands.
 
-The agent takes events in batches. Per batch it decodes every record and folds
-each valid event into its lead's features on the event loop (table reads need
-Faust's per-event context), then scores the whole batch with one model call and
-applies the rules in a worker thread, so a slow batch never blocks the loop.
-Last, it writes each changed lead row once and publishes the commands.
+The agent takes events in batches. It decodes every record and folds each valid
+event into its lead's features on the event loop, because table reads need Faust's
+per-event context. Then it scores the whole batch with one model call and applies
+the rules in a worker thread, so a slow batch never blocks the loop. Last, it
+writes each changed lead row once and publishes the commands.
 
 Bad input never stops the agent: an undecodable or invalid record, and a valid
 one whose processing fails, goes to the dead-letter topic with its reason and
@@ -96,8 +96,8 @@ class IngestHandler:
             if event is not None:
                 decoded.append((record, event))
         # Kafka orders records within a topic partition only, so a lead's click, open and
-        # form events can arrive out of time order; within a batch they are put back in it.
-        # NOTE: across batches nothing aligns the topics: in a backlog the small form topic
+        # form events can arrive out of time order. Within a batch they are put back in it.
+        # NOTE: nothing aligns the topics across batches. In a backlog the small form topic
         # runs ahead of the click topic, so score crossings can differ from a time-ordered run.
         decoded.sort(key=lambda pair: pair[1].event_time)
         for record, event in decoded:

@@ -3,8 +3,8 @@
 This is plain code without Faust, so the agent, the tests and offline tools run
 the same steps. The caller loads and stores the lead row and publishes commands.
 The work is split in two around scoring so that the agent can score a whole batch
-of events with one model call: ``prepare`` updates the features and returns the
-row to score, ``decide`` takes the score and returns the commands. Running both
+of events with one model call. ``prepare`` updates the features and returns the
+row to score, and ``decide`` takes the score and returns the commands. Running both
 per event, as ``process_event`` does, gives the same result as the batched path.
 """
 

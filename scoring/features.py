@@ -1,7 +1,7 @@
 """Engagement features of one lead: the only feature code, for training and the worker.
 
 A lead's feature state is a JSON-serialisable dict of bounded size. ``update``
-folds one event into it and ``vector`` reads the features at a time; the worker
+folds one event into it and ``vector`` reads the features at a time. The worker
 calls both per event, and training replays each lead's history through the same
 two functions, so offline and online features come from one code path.
 
@@ -99,6 +99,7 @@ FEATURE_NAMES = (
     "platform",
 )
 CATEGORICAL_FEATURES = ("channel", "platform")
+_HALF_LIFE_OF_DECAYED = HALF_LIVES_HOURS * len(SIGNALS)  # per DECAYED_FEATURES entry
 
 
 def new_state() -> dict[str, Any]:
@@ -159,7 +160,7 @@ def vector(state: dict[str, Any], at_ms: int) -> list[float]:
     elapsed_hours = max(0, at_ms - last) / MS_PER_HOUR
     decayed = [
         value * _decay(elapsed_hours, hours)
-        for value, hours in zip(state["decayed"], HALF_LIVES_HOURS * len(SIGNALS))
+        for value, hours in zip(state["decayed"], _HALF_LIFE_OF_DECAYED)
     ]
     counts = []
     for signal in COUNTED_SIGNALS:
@@ -221,9 +222,9 @@ def _add_counts(state: dict[str, Any], hits: list[bool], at: int) -> None:
 def _count_in_slot(slots: list[list[int]], period: int) -> None:
     """Count one event in the ring slot of ``period``, keeping the latest period per slot.
 
-    Each slot ends up holding the latest period that maps to it and that period's
-    count, whatever order the events came in; older periods are outside every
-    window that the slot can still serve.
+    Each slot ends up with the latest period that maps to it and that period's
+    count, whatever order the events came in. Older periods are outside every
+    window that the slot can still serve, so dropping them loses nothing.
     """
     slot = slots[period % len(slots)]
     if slot[0] == period:

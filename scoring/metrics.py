@@ -85,7 +85,7 @@ def calibration_error(labels: Sequence[int], probabilities: Sequence[float]) -> 
 
 
 def summary(labels: Sequence[int], scores: Sequence[float], probabilities: Sequence[float]) -> dict[str, Any]:
-    """All figures for one scorer: ranking from ``scores``, the rest from ``probabilities``."""
+    """Compute all figures for one scorer: ranking from ``scores``, the rest from ``probabilities``."""
     return {
         "roc_auc": round(roc_auc(labels, scores), 6),
         "pr_auc": round(pr_auc(labels, scores), 6),

@@ -82,7 +82,7 @@ def write_plots(card: dict[str, Any], path: str | Path) -> Path:
         bins = card[key]["calibration_bins"]
         calibration.plot([b["predicted"] for b in bins], [b["observed"] for b in bins],
                          marker="o", color=colour, label=name)
-        for item in bins:  # small bins are noise; say how many rows each point stands for
+        for item in bins:  # label each point with its row count, because small bins are noise
             calibration.annotate(f"{item['rows']}", (item["predicted"], item["observed"]),
                                  textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)
         deciles = range(1, len(card[key]["lift_by_decile"]) + 1)

@@ -233,7 +233,7 @@ def _slice_summary(rows: Rows, index: list[int]) -> dict[str, Any]:
 def write_model(out_dir: Path, model_text: str, card: dict[str, Any]) -> None:
     """Write the model, then its card, each by an atomic rename.
 
-    A worker that reads the directory between the two renames sees a card whose
+    A worker that reads the directory between the two renames finds a card whose
     version does not match the model text and waits for the next check.
     """
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,9 @@ Input: CSV or JSON Lines, optionally gzip-compressed, with the columns
 as UTC. The mapping, documented in the README:
 
 * ``purchase`` is a conversion: a form event ``order`` with ``conversion = true``.
-* ``shipping_details`` is the checkout form ``shipping``; it carries the lead's
-  profile (a made-up ``example.com`` address and a first name, since the public
-  data has none). ``payment_details`` is the form ``payment``, ``support_chat``
+* ``shipping_details`` is the checkout form ``shipping``. It carries the lead's
+  profile: a made-up ``example.com`` address and a first name, because the public
+  data has none. ``payment_details`` is the form ``payment``, ``support_chat``
   the form ``support``.
 * A session whose acquisition channel is ``email`` starts with an email open,
   two minutes before its first event.

@@ -50,7 +50,7 @@ class Worker:
         self.app_id = f"it-{uuid.uuid4().hex[:8]}"
         topics = {}
         if own_topics:
-            # Topics of its own, so that no other worker of the session sees its events.
+            # Topics of its own, so that no other worker of the session reads its events.
             topics = {f"NURTURE_TOPICS_{name.upper()}": f"{self.app_id}.{name}"
                       for name in ("click", "open", "form", "commands", "deadletter")}
         self.env = {

@@ -94,7 +94,7 @@ def test_duplicate_event_changes_nothing(harness) -> None:
     assert leads[b"lead-c"]["features"]["events"] == 1
 
 
-def test_bad_records_go_to_dead_letters_and_stream_goes_on(harness) -> None:
+def test_bad_records_dead_lettered_stream_continues(harness) -> None:
     good = form("lead-d", T0, fields={"email": "d@example.com"})
     leads, recorder = _run(harness, [
         (good, {"value": b"{broken"}),

@@ -40,7 +40,7 @@ def test_model_for_other_features(model_dir: Path, tmp_path: Path) -> None:
         load_model(tmp_path)
 
 
-def test_score_of_a_row_does_not_depend_on_its_batch(model, history) -> None:
+def test_row_score_independent_of_batch(model, history) -> None:
     import random
 
     from nurture.scoring import features
