@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nurture.agents.commands import build_command
+from nurture.agents.dispatch import Dispatcher
 from nurture.agents.gate import hold_reason
+from nurture.agents.journeys import engine
+from nurture.agents.journeys.spec import JourneyBook
+from nurture.agents.lifecycle import set_stage, stages_after_event
 from nurture.agents.rules import Rule, evaluate
-from nurture.agents.state import record_score, record_send, remember_event
+from nurture.agents.state import record_activity, record_score, record_send, remember_event
 from nurture.schemas.records import Event
 from nurture.scoring import features
 from nurture.scoring.model import LeadModel, ScoredLead
@@ -26,12 +30,13 @@ PROFILE_FIELDS = features.PROFILE_FIELDS
 
 @dataclass
 class Runtime:
-    """The model and rules the worker loads at start."""
+    """The model, rules and journeys the worker loads at start."""
 
     model: LeadModel
     rules: list[Rule]
     recent_event_ids: int = 64
     shadow: LeadModel | None = None  # a candidate scored beside the live model, never published
+    book: JourneyBook = field(default_factory=JourneyBook)
 
 
 @dataclass
@@ -40,6 +45,8 @@ class Outcome:
     score: float | None = None
     commands: list[dict[str, Any]] = field(default_factory=list)
     held_back: list[tuple[str, str]] = field(default_factory=list)  # (rule, reason)
+    deferred: list[tuple[str, str, int]] = field(default_factory=list)  # (rule, reason, due)
+    journey_log: list[tuple[str, str, str]] = field(default_factory=list)  # (journey, what, detail)
     # With a shadow model: the (rule, template) pairs it would have sent.
     shadow_sends: list[tuple[str, str | None]] | None = None
 
@@ -69,34 +76,97 @@ def prepare(lead: dict[str, Any], event: Event, recent_event_ids: int) -> Prepar
 def decide(lead: dict[str, Any], event: Event, prepared: Prepared, scored: ScoredLead,
            runtime: Runtime, now_ms: int | None = None,
            shadow_scored: ScoredLead | None = None) -> Outcome:
-    """Apply the score and the rules for ``event`` and build the commands it produces."""
+    """Apply the score, the rules and the journeys for ``event`` and build the commands it produces."""
     _update_profile(lead, event)
+    record_activity(lead, event.event_time, event.kind, _activity_detail(event))
     outcome = Outcome(score=scored.score)
     if shadow_scored is not None and runtime.shadow is not None:
         outcome.shadow_sends = _shadow_sends(lead, event, shadow_scored, runtime.rules,
                                              runtime.shadow.version)
+    # Contributions cost far more than a score, so only commands pay for them.
+    dispatcher = Dispatcher(lead, runtime.book.policy, lambda: runtime.model.explain(prepared.row), now_ms)
+    # Waits and deferred commands that came due before this event act before it.
+    _run_due(lead, event.event_time, runtime, dispatcher, outcome)
+    dispatcher.trigger_event_id = event.event_id
+
     previous = record_score(lead, prepared.at_ms, scored.score, runtime.model.version)
     lead["probability"] = scored.probability
+    stages = stages_after_event(lead, event, scored.score, runtime.book.lifecycle)
+    stages.extend(_apply_rules(lead, event, previous, scored.score, runtime, dispatcher, outcome))
+    context = engine.Context(lead, runtime.book, dispatcher.journey_send)
+    engine.on_event(context, event, previous, scored.score, stages)
 
-    reasons: list[dict[str, Any]] | None = None
-    for decision in evaluate(runtime.rules, lead, event, previous, scored.score):
+    return _finish(outcome, dispatcher, context)
+
+
+def _apply_rules(lead: dict[str, Any], event: Event, previous: float | None, score: float,
+                 runtime: Runtime, dispatcher: Dispatcher, outcome: Outcome) -> list[str]:
+    """Submit the commands of the rules ``event`` fires; return the stages they set."""
+    stages = []
+    for decision in evaluate(runtime.rules, lead, event, previous, score):
+        rule = decision.rule
         reason = hold_reason(lead, decision, event.event_time)
         if reason is not None:
-            outcome.held_back.append((decision.rule.name, reason))
+            outcome.held_back.append((rule.name, reason))
             continue
-        if reasons is None:
-            # Contributions cost far more than a score, so only commands pay for them.
-            reasons = runtime.model.explain(prepared.row)
-        command = build_command(lead, decision, event, reasons, now_ms)
-        record_send(lead, decision.send_key, decision.rule.channel, event.event_time,
-                    command["command_id"])
+        if rule.action == "handoff_sales" and set_stage(lead, "sales_qualified", event.event_time,
+                                                        f"rule:{rule.name}"):
+            stages.append("sales_qualified")
+        command = build_command(lead, decision, event, dispatcher.reasons(), dispatcher.now_ms)
+        record_send(lead, decision.send_key, rule.channel, event.event_time, command["command_id"])
         if decision.follows_up is not None:
             lead["sends"][decision.follows_up]["followed_up"] = True
-        if decision.rule.once:
-            lead["fired_once"].append(decision.rule.name)
-        outcome.commands.append(command)
+        if rule.once:
+            lead["fired_once"].append(rule.name)
+        dispatcher.submit(command, event.event_time, rule.expires_hours)
+    return stages
 
+
+def process_due(lead: dict[str, Any], now_ms: int, runtime: Runtime,
+                created_ms: int | None = None) -> Outcome:
+    """Fire the journey waits and deferred commands of ``lead`` that are due at ``now_ms``."""
+    outcome = Outcome(score=lead.get("score"))
+    dispatcher = Dispatcher(lead, runtime.book.policy, lambda: _current_reasons(lead, runtime), created_ms)
+    context = _run_due(lead, now_ms, runtime, dispatcher, outcome)
+    return _finish(outcome, dispatcher, context)
+
+
+def _run_due(lead: dict[str, Any], now_ms: int, runtime: Runtime, dispatcher: Dispatcher,
+             outcome: Outcome) -> engine.Context:
+    """Work through the lead's due items in time order, since one may schedule the next."""
+    context = engine.Context(lead, runtime.book, dispatcher.journey_send)
+    for _ in range(100):
+        due = engine.next_due(lead)
+        if due is None or due > now_ms:
+            break
+        dispatcher.trigger_event_id = ""
+        dispatcher.release(due)
+        engine.on_due(context, due)
+    outcome.journey_log.extend(context.log)
+    context.log = []
+    return context
+
+
+def _finish(outcome: Outcome, dispatcher: Dispatcher, context: engine.Context) -> Outcome:
+    outcome.commands.extend(dispatcher.commands)
+    outcome.held_back.extend(dispatcher.held)
+    outcome.deferred.extend(dispatcher.deferred)
+    outcome.journey_log.extend(context.log)
     return outcome
+
+
+def _current_reasons(lead: dict[str, Any], runtime: Runtime) -> list[dict[str, Any]]:
+    at_ms = features.scoring_time(lead["features"])
+    return runtime.model.explain(features.vector(lead["features"], at_ms))
+
+
+def _activity_detail(event: Event) -> str:
+    if event.kind == "click":
+        return str(event.attrs.get("page") or "")
+    if event.kind == "open":
+        return str(event.attrs.get("template") or event.attrs.get("channel") or "")
+    form = str(event.attrs.get("form") or "")
+    return f"{form} (conversion)" if event.is_conversion else form
 
 
 def process_event(lead: dict[str, Any], event: Event, runtime: Runtime,

@@ -264,9 +264,12 @@ def evaluate(rules: list[Rule], lead: dict[str, Any], event: Event,
 
 
 def _matches_event(rule: Rule, event: Event) -> bool:
-    if event.kind not in rule.kinds:
-        return False
-    for key, expected in rule.where.items():
+    return event.kind in rule.kinds and matches_where(rule.where, event)
+
+
+def matches_where(where: dict[str, Any], event: Event) -> bool:
+    """Return True when every ``where`` field equals the event's (a list: is one of)."""
+    for key, expected in where.items():
         actual = event.attrs.get(key)
         if isinstance(expected, list):
             if actual not in expected:

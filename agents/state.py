@@ -1,4 +1,4 @@
-"""The per-lead table row: features, profile, score, sends and recent event ids."""
+"""The per-lead table row: features, profile, score, stage, journeys, sends and recent event ids."""
 
 from __future__ import annotations
 
@@ -25,12 +25,33 @@ def new_lead(lead_id: str) -> dict[str, Any]:
         "sends": {},
         "fired_once": [],
         "seen": [],
+        **_journey_fields(),
+    }
+
+
+def _journey_fields() -> dict[str, Any]:
+    """Fields added with journeys; rows written before them get these on read."""
+    return {
+        "stage": None,
+        "stage_history": [],  # [at, stage, cause]
+        "journeys": {},  # journey name -> its run (agents/journeys/engine.py)
+        "outbox": [],  # commands deferred by quiet hours or caps (agents/policy.py)
+        "channel_sends": {},  # channel -> send times, for caps
+        "blocked": {},  # channel -> {reason, at, command_id} after a hard bounce
+        "deliveries": [],  # latest delivery outcomes from nurture.feedback
+        "recent": [],  # [at, kind, detail] of the latest events, without personal data
+        "due": None,  # the earliest due time, the key of the lead in the timer index
     }
 
 
 def decode_lead(payload: bytes | None, lead_id: str) -> dict[str, Any]:
     """Return the stored lead, or a new one when the table has no row yet."""
-    return new_lead(lead_id) if payload is None else orjson.loads(payload)
+    if payload is None:
+        return new_lead(lead_id)
+    lead = orjson.loads(payload)
+    for key, value in _journey_fields().items():
+        lead.setdefault(key, value)
+    return lead
 
 
 def encode_lead(lead: dict[str, Any]) -> bytes:
@@ -63,3 +84,14 @@ def record_score(lead: dict[str, Any], at_ms: int, score: float, model_version: 
 def record_send(lead: dict[str, Any], key: str, channel: str, at_ms: int, command_id: str) -> None:
     """Remember the latest command per template (or per action) for caps and sequences."""
     lead["sends"][key] = {"at": at_ms, "channel": channel, "command_id": command_id}
+
+
+RECENT_ACTIVITY_LENGTH = 10
+
+
+def record_activity(lead: dict[str, Any], at_ms: int, kind: str, detail: str) -> None:
+    """Keep the latest events in time order for a salesperson's brief."""
+    recent: list[list[Any]] = lead["recent"]
+    recent.append([at_ms, kind, detail])
+    recent.sort(key=lambda item: item[0])
+    del recent[:-RECENT_ACTIVITY_LENGTH]

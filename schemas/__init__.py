@@ -10,7 +10,7 @@ from typing import Any
 import fastavro
 
 SCHEMA_DIR = Path(__file__).resolve().parent
-COMMAND_SCHEMA_VERSION = 1
+COMMAND_SCHEMA_VERSION = 2  # 2 added journey, step, stage, stage_history, recent_activity
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,246 @@
+"""Running journeys for one lead: entry, steps, waits, branches and exit goals.
+
+A run is a plain dict in the lead's row (``lead["journeys"][name]``), so it is
+stored and recovered with the row. All times are the run's own clock: an event
+moves a run at the event's time, and a wait that comes due moves it at its due
+time. A replayed history therefore takes the same path as the live stream did.
+
+The engine never builds commands itself. It calls ``Context.send`` for send and
+hand-off steps, which applies the delivery policy, and records what came back,
+so that a branch can later look at whether that message was opened or clicked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from nurture.agents.journeys.calendar import lead_zone, next_local_time
+from nurture.agents.journeys.spec import STAGES, Condition, Journey, JourneyBook, Step
+from nurture.agents.lifecycle import set_stage
+from nurture.agents.rules import matches_where
+from nurture.schemas.records import Event
+
+# Send = (journey, step, run, at_ms) -> {"command_id", "status": sent|deferred|held, "at", "due"}
+Send = Callable[[Journey, Step, dict[str, Any], int], dict[str, Any]]
+MAX_STAGE_ROUNDS = 5  # stage changes that trigger journeys that change stages, and so on
+
+
+@dataclass
+class Context:
+    lead: dict[str, Any]
+    book: JourneyBook
+    send: Send
+    stage_changes: list[str] = field(default_factory=list)  # made by steps, not yet seen by triggers
+    log: list[tuple[str, str, str]] = field(default_factory=list)  # (journey, what, detail)
+
+
+def on_event(ctx: Context, event: Event, previous_score: float | None, score: float,
+             stages: list[str]) -> None:
+    """Move every journey of the lead for ``event``, after its score and automatic stage moves."""
+    note_engagement(ctx.lead, event)
+    at = event.event_time
+    for journey in ctx.book.journeys:
+        run = ctx.lead["journeys"].get(journey.name)
+        if run is not None and run["status"] == "active":
+            goal = _goal_met(journey, ctx.lead, event, score, stages)
+            if goal is not None:
+                _end(ctx, journey, run, at, "exited", goal)
+            elif run.get("waiting") == "engagement":
+                advance(ctx, journey, run, at)
+        elif _triggered(journey.trigger, event, previous_score, score, stages):
+            enter(ctx, journey, at, f"event:{event.kind}")
+    _follow_stage_changes(ctx, at)
+
+
+def on_due(ctx: Context, now_ms: int) -> None:
+    """Move the runs whose wait is due at ``now_ms``, each at its own due time."""
+    for journey in ctx.book.journeys:
+        run = ctx.lead["journeys"].get(journey.name)
+        if run is not None and run["status"] == "active" and run.get("due") is not None and run["due"] <= now_ms:
+            at = run["due"]
+            advance(ctx, journey, run, at)
+            _follow_stage_changes(ctx, at)
+
+
+def enter(ctx: Context, journey: Journey, at: int, cause: str) -> bool:
+    """Start a run of ``journey`` unless a run is active or re-entry is not allowed yet."""
+    runs = ctx.lead["journeys"]
+    previous = runs.get(journey.name)
+    if previous is not None:
+        if previous["status"] == "active" or journey.reentry == "never":
+            return False
+        if at < previous["ended_at"] + journey.reentry_after_ms:
+            return False
+    goal = _goal_met(journey, ctx.lead, None, ctx.lead.get("score") or 0.0, [])
+    if goal is not None:
+        ctx.log.append((journey.name, "entry_skipped", goal))
+        return False
+    runs[journey.name] = {
+        "entry": (previous["entry"] + 1) if previous else 1,
+        "status": "active", "cause": cause, "entered_at": at, "ended_at": None, "end_reason": None,
+        "step": journey.steps[0].id, "since": at, "due": None, "waiting": None,
+        "done": [], "sends": {},
+    }
+    ctx.log.append((journey.name, "entered", cause))
+    advance(ctx, journey, runs[journey.name], at)
+    return True
+
+
+def advance(ctx: Context, journey: Journey, run: dict[str, Any], at: int) -> None:
+    """Run steps from the current one until a step waits or the journey ends."""
+    for _ in range(4 * len(journey.steps) + 4):  # the loader rejects cycles without a wait
+        if run["status"] != "active":
+            return
+        if run["step"] is None:
+            _end(ctx, journey, run, at, "completed", "last step")
+            return
+        step = journey.step_by_id(run["step"])
+        if step.type in ("wait", "branch"):
+            following = _check_wait(ctx, journey, step, run, at)
+            if following is _WAITING:
+                return
+        else:
+            _execute(ctx, journey, step, run, at)
+            following = step.next
+        run.update(step=following, since=at, due=None, waiting=None)
+    raise RuntimeError(f"journey {journey.name!r} did not settle; a cycle of steps has no wait")
+
+
+_WAITING = object()
+
+
+def _check_wait(ctx: Context, journey: Journey, step: Step, run: dict[str, Any], at: int) -> Any:
+    """Return the step after a finished wait or branch, or _WAITING with the run's due time set."""
+    if step.type == "wait":
+        due = run["due"] if run.get("waiting") == "time" else _wait_due(ctx, step, run["since"])
+        if at >= due:
+            return step.next
+        run.update(due=due, waiting="time")
+        return _WAITING
+
+    sent = run["sends"].get(step.step)
+    if sent is None or sent["status"] == "held":
+        return step.otherwise  # the message never went out, so it cannot have been opened
+    if _engaged(sent, step):
+        return step.then
+    start = sent["at"] if sent["status"] == "sent" else sent["due"]
+    due = start + step.within_ms
+    if sent["status"] == "sent" and at >= due:
+        return step.otherwise
+    run.update(due=due, waiting="engagement")
+    return _WAITING
+
+
+def _wait_due(ctx: Context, step: Step, since: int) -> int:
+    if step.duration_ms is not None:
+        return since + step.duration_ms
+    zone = lead_zone(ctx.lead["profile"].get("time_zone"), ctx.book.policy.time_zone)
+    return next_local_time(since, zone, step.hour, step.minute, step.weekday)
+
+
+def _engaged(sent: dict[str, Any], step: Step) -> bool:
+    if sent.get("at") is None:
+        return False
+    deadline = sent["at"] + step.within_ms
+    opened = sent.get("opened") is not None and sent["opened"] <= deadline
+    clicked = sent.get("clicked") is not None and sent["clicked"] <= deadline
+    return {"opened": opened, "clicked": clicked, "engaged": opened or clicked}[step.engaged]
+
+
+def _execute(ctx: Context, journey: Journey, step: Step, run: dict[str, Any], at: int) -> None:
+    if step.id in run["done"]:
+        ctx.log.append((journey.name, "step_skipped", f"{step.id} already ran in this run"))
+        return
+    run["done"].append(step.id)
+    cause = f"journey:{journey.name}"
+    if step.type == "stage":
+        if set_stage(ctx.lead, step.stage, at, cause, upward_only=False):
+            ctx.stage_changes.append(step.stage)
+        return
+    if step.type == "handoff" and set_stage(ctx.lead, "sales_qualified", at, cause):
+        ctx.stage_changes.append("sales_qualified")
+    run["sends"][step.id] = ctx.send(journey, step, run, at)
+
+
+def _end(ctx: Context, journey: Journey, run: dict[str, Any], at: int, status: str, reason: str) -> None:
+    run.update(status=status, ended_at=at, end_reason=reason, due=None, waiting=None)
+    ctx.log.append((journey.name, status, reason))
+
+
+def _follow_stage_changes(ctx: Context, at: int) -> None:
+    """Let stage changes made by steps end or start other journeys."""
+    for _ in range(MAX_STAGE_ROUNDS):
+        if not ctx.stage_changes:
+            return
+        stages, ctx.stage_changes = ctx.stage_changes, []
+        for journey in ctx.book.journeys:
+            run = ctx.lead["journeys"].get(journey.name)
+            if run is not None and run["status"] == "active":
+                goal = _goal_met(journey, ctx.lead, None, ctx.lead.get("score") or 0.0, stages)
+                if goal is not None:
+                    _end(ctx, journey, run, at, "exited", goal)
+            elif journey.trigger.on == "stage_changed" and journey.trigger.stage in stages:
+                enter(ctx, journey, at, f"stage:{journey.trigger.stage}")
+    ctx.stage_changes = []
+
+
+def _triggered(trigger: Condition, event: Event, previous: float | None, score: float,
+               stages: list[str]) -> bool:
+    if trigger.on == "event":
+        return event.kind in trigger.kinds and matches_where(trigger.where, event)
+    if trigger.on == "score_crossed":
+        before = previous or 0.0
+        if trigger.direction == "up":
+            return before < trigger.threshold <= score
+        return previous is not None and before >= trigger.threshold > score
+    return trigger.stage in stages
+
+
+def _goal_met(journey: Journey, lead: dict[str, Any], event: Event | None, score: float,
+              stages: list[str]) -> str | None:
+    """Return a description of the first exit goal the lead meets, or None."""
+    for goal in journey.exits:
+        if goal.on == "event" and event is not None and event.kind in goal.kinds \
+                and matches_where(goal.where, event):
+            return f"event:{event.kind}"
+        if goal.on == "score_above" and score >= goal.threshold:
+            return f"score_above:{goal.threshold:g}"
+        if goal.on == "score_below" and lead.get("score") is not None and score < goal.threshold:
+            return f"score_below:{goal.threshold:g}"
+        stage = lead.get("stage")
+        if goal.on == "stage_reached" and stage is not None \
+                and STAGES.index(stage) >= STAGES.index(goal.stage):
+            return f"stage_reached:{goal.stage}"
+    return None
+
+
+def note_engagement(lead: dict[str, Any], event: Event) -> None:
+    """Mark the journey message an open or a click names, by command_id or else by template."""
+    if event.kind not in ("open", "click"):
+        return
+    command = event.attrs.get("command_id")
+    template = event.attrs.get("template")
+    if not command and not template:
+        return
+    candidates = [
+        sent for run in lead["journeys"].values() for sent in run["sends"].values()
+        if sent.get("at") is not None and sent["at"] <= event.event_time
+    ]
+    named = [sent for sent in candidates if command and sent["command_id"] == command]
+    if not named and template:
+        by_template = [sent for sent in candidates if sent.get("template") == template]
+        named = sorted(by_template, key=lambda sent: sent["at"])[-1:]
+    # A click on a link in a message means the message was opened, too.
+    marks = ("opened", "clicked") if event.kind == "click" else ("opened",)
+    for sent in named:
+        for mark in marks:
+            if sent.get(mark) is None or event.event_time < sent[mark]:
+                sent[mark] = event.event_time
+
+
+def next_due(lead: dict[str, Any]) -> int | None:
+    """Return the earliest time a run's wait or an outbox command comes due."""
+    times = [run["due"] for run in lead["journeys"].values() if run["status"] == "active" and run.get("due")]
+    times.extend(entry["due"] for entry in lead["outbox"])
+    return min(times) if times else None
