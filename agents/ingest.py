@@ -1,10 +1,13 @@
 """The ingest agent: decode events, update lead rows, score in batches, publish commands.
 
-The agent takes events in batches. It decodes every record and folds each valid
-event into its lead's features on the event loop, because table reads need Faust's
-per-event context. Then it scores the whole batch with one model call and applies
-the rules in a worker thread, so a slow batch never blocks the loop. Last, it
-writes each changed lead row once and publishes the commands.
+The agent takes records in batches from the event topics, the feedback topic
+and the timers topic. It decodes every record and folds each valid event into
+its lead's features on the event loop, because table reads need Faust's
+per-event context; feedback is applied there too. Then it scores the batch's
+events with one model call and applies the rules and journeys in a worker
+thread, so a slow batch never blocks the loop; timer notices fire the leads'
+due waits in the same thread. Last, it writes each changed lead row and its
+timer index entry once and publishes the commands.
 
 Bad input never stops the agent: an undecodable or invalid record, and a valid
 one whose processing fails, goes to the dead-letter topic with its reason and
@@ -22,11 +25,16 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import structlog
 
-from nurture.agents.pipeline import Outcome, Prepared, Runtime, decide, prepare
+import orjson
+
+from nurture.agents.feedback import apply_feedback
+from nurture.agents.journeys.engine import next_due
+from nurture.agents.pipeline import Outcome, Prepared, Runtime, decide, prepare, process_due
 from nurture.agents.shadow import ShadowStats
-from nurture.agents.state import decode_lead, encode_lead
+from nurture.agents.state import decode_lead, encode_lead, remember_event
 from nurture.schemas.records import Event
 from nurture.streams.codecs import DecodeError, decode_event, encode_command
+from nurture.streams.timers import index_key
 
 log = structlog.get_logger("nurture.ingest")
 
@@ -49,17 +57,30 @@ class Outputs:
     send_deadletter: Send
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What the agent reads: topic -> event kind ("feedback" for delivery outcomes), topic -> codec."""
+
+    kinds: Mapping[str, str]
+    codecs: Mapping[str, str]
+    timers_topic: str
+
+
 @dataclass
 class _Pending:
-    """A valid event waiting for its score."""
+    """A valid event waiting for its score, or a lead whose timer notice came (event None)."""
 
     record: Any  # the Faust event, whose context table writes need
-    event: Event
+    event: Event | None
     key: bytes
     lead: dict[str, Any]
-    prepared: Prepared
+    prepared: Prepared | None
     outcome: Outcome | None = None
     error: str | None = None
+
+    @property
+    def lead_id(self) -> str:
+        return str(self.lead["lead_id"])
 
 
 @dataclass
@@ -72,11 +93,14 @@ class _Batch:
 class IngestHandler:
     """Per-batch logic of the ingest agent, independent of how records arrive."""
 
-    def __init__(self, kinds: Mapping[str, str], codecs: Mapping[str, str], table: Any,
-                 outputs: Outputs, holder: RuntimeHolder) -> None:
-        self.kinds = dict(kinds)  # topic name -> event kind
-        self.codecs = dict(codecs)  # topic name -> codec
+    def __init__(self, inputs: Inputs, table: Any, outputs: Outputs, holder: RuntimeHolder,
+                 index: Any, clock: Any) -> None:
+        self.kinds = dict(inputs.kinds)
+        self.codecs = dict(inputs.codecs)
+        self.timers_topic = inputs.timers_topic
         self.table = table
+        self.index = index  # the timer index table (streams/timers.py)
+        self.clock = clock
         self.outputs = outputs
         self.holder = holder
         self.shadow_stats = ShadowStats()
@@ -87,11 +111,14 @@ class IngestHandler:
         """Process a batch of Faust events; ``enter(record)`` makes ``record`` Faust's current event."""
         runtime = self.holder.runtime
         if runtime is None:
-            raise RuntimeError("the worker runtime (model and rules) is not loaded")
+            raise RuntimeError("the worker runtime (model, rules and journeys) is not loaded")
         batch = _Batch()
-        decoded = []
+        decoded, notices = [], []
         for record in records:
             enter(record)
+            if record.message.topic == self.timers_topic:
+                notices.append(record)
+                continue
             event = await self._decode(record)
             if event is not None:
                 decoded.append((record, event))
@@ -102,14 +129,21 @@ class IngestHandler:
         decoded.sort(key=lambda pair: pair[1].event_time)
         for record, event in decoded:
             enter(record)
-            await self._prepare(record, event, runtime, batch)
-        if batch.pending:
+            if event.kind == "feedback":
+                await self._feedback(record, event, batch)
+            else:
+                await self._prepare(record, event, runtime, batch)
+        for record in notices:
+            enter(record)
+            await self._notice(record, batch)
+        if batch.leads:
             await self._score_and_store(batch, runtime, enter)
         self.records_handled += len(records)
 
     async def _score_and_store(self, batch: _Batch, runtime: Runtime, enter: Callable[[Any], None]) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, _score_and_decide, batch.pending, runtime)
+        now_ms = self.clock.now_ms()
+        await loop.run_in_executor(self._executor, _score_and_decide, batch.pending, runtime, now_ms)
 
         for item in batch.pending:
             if item.error is not None:
@@ -117,8 +151,68 @@ class IngestHandler:
                 await self._dead_letter(item.record.message, "processing_failed", item.error)
         for key, lead in batch.leads.items():
             enter(batch.last_record[key])
+            self._update_index(key, lead)
             self.table[key] = encode_lead(lead)
         await self._publish(batch.pending)
+
+    def _update_index(self, key: bytes, lead: dict[str, Any]) -> None:
+        """Keep the lead's one timer index entry at its earliest due time."""
+        due = next_due(lead)
+        if due == lead["due"]:
+            return
+        if lead["due"] is not None:
+            del self.index[index_key(lead["due"], key)]
+        if due is not None:
+            self.index[index_key(due, key)] = b"1"
+        lead["due"] = due
+
+    async def _feedback(self, record: Any, feedback: Event, batch: _Batch) -> None:
+        key = record.message.key
+        try:
+            lead = self._lead(key, feedback.lead_id, batch)
+            if not remember_event(lead, feedback.event_id, self.holder.runtime.recent_event_ids):
+                return
+            effect = apply_feedback(lead, feedback)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
+            self._log_failure(record.message, feedback, exc)
+            await self._dead_letter(record.message, "processing_failed", f"{type(exc).__name__}: {exc}")
+            return
+        batch.leads[key] = lead
+        batch.last_record[key] = record
+        if effect is not None:
+            log.info("channel_blocked", lead_id=feedback.lead_id, channel=feedback.attrs["channel"],
+                     command_id=feedback.attrs["command_id"], reason="hard_bounce")
+
+    async def _notice(self, record: Any, batch: _Batch) -> None:
+        """Queue a lead whose timer index entry came due; a stale entry is removed."""
+        message = record.message
+        try:
+            due = int(orjson.loads(message.value)["due"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            await self._dead_letter(message, "timer_notice_invalid", f"{type(exc).__name__}: {exc}")
+            return
+        key = message.key
+        stored = batch.leads.get(key)
+        payload = None if stored is not None else self.table.get(key)
+        if stored is None and payload is None:
+            # The lead is gone (erased, say); its index entry must not fire again.
+            self._delete_index_entry(due, key)
+            return
+        lead = stored or decode_lead(payload, key.decode("utf-8"))
+        if lead["due"] != due:
+            self._delete_index_entry(due, key)
+        batch.leads[key] = lead
+        batch.last_record[key] = record
+        if not any(item.event is None and item.key == key for item in batch.pending):
+            batch.pending.append(_Pending(record, None, key, lead, None))
+
+    def _delete_index_entry(self, due: int, key: bytes) -> None:
+        entry = index_key(due, key)
+        if self.index.get(entry) is not None:
+            del self.index[entry]
+
+    def _lead(self, key: bytes, lead_id: str, batch: _Batch) -> dict[str, Any]:
+        return batch.leads.get(key) or decode_lead(self.table.get(key), lead_id)
 
     async def _decode(self, record: Any) -> Event | None:
         """Return the record's event, or None after sending the record to the dead letters."""
@@ -137,7 +231,7 @@ class IngestHandler:
         message = record.message
         key = message.key
         try:
-            lead = batch.leads.get(key) or decode_lead(self.table.get(key), event.lead_id)
+            lead = self._lead(key, event.lead_id, batch)
             prepared = prepare(lead, event, runtime.recent_event_ids)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
             self._log_failure(message, event, exc)
@@ -155,16 +249,24 @@ class IngestHandler:
             outcome = item.outcome
             if outcome is None:
                 continue
-            for rule, reason in outcome.held_back:
-                log.debug("command_held", lead_id=item.event.lead_id, rule=rule, reason=reason)
+            self._log_outcome(item.lead_id, outcome)
             if outcome.shadow_sends is not None:
                 self.shadow_stats.add(outcome.live_sends, outcome.shadow_sends)
             for command in outcome.commands:
                 await self.outputs.send_command(item.key, encode_command(command))
                 log.info("command_published", command_id=command["command_id"],
-                         lead_id=item.event.lead_id, rule=command["rule"], action=command["action"],
+                         lead_id=item.lead_id, rule=command["rule"], action=command["action"],
                          template=command["template"], score=command["score"],
                          model_version=command["model_version"])
+
+    @staticmethod
+    def _log_outcome(lead_id: str, outcome: Outcome) -> None:
+        for rule, reason in outcome.held_back:
+            log.debug("command_held", lead_id=lead_id, rule=rule, reason=reason)
+        for rule, reason, due in outcome.deferred:
+            log.info("command_deferred", lead_id=lead_id, rule=rule, reason=reason, due=due)
+        for journey, what, detail in outcome.journey_log:
+            log.info(f"journey_{what}", lead_id=lead_id, journey=journey, detail=detail)
 
     def _log_failure(self, message: Any, event: Event, exc: Exception) -> None:
         log.error("event_processing_failed", topic=message.topic, partition=message.partition,
@@ -190,20 +292,25 @@ class IngestHandler:
                     partition=message.partition, offset=message.offset)
 
 
-def _score_and_decide(pending: list[_Pending], runtime: Runtime) -> None:
-    """Score all rows with one model call, then apply the rules per event in order.
+def _score_and_decide(pending: list[_Pending], runtime: Runtime, now_ms: int) -> None:
+    """Score all event rows with one model call, then apply rules and journeys per item in order.
 
     Runs in the scoring thread. Only this agent touches the batch's lead rows, and
     the event loop waits for this call before it reads them again.
     """
-    rows = [item.prepared.row for item in pending]
-    scores = runtime.model.score(rows)
-    shadow_scores = runtime.shadow.score(rows) if runtime.shadow is not None else [None] * len(rows)
-    for item, scored, shadow in zip(pending, scores, shadow_scores):
+    events = [item for item in pending if item.prepared is not None]
+    rows = [item.prepared.row for item in events]
+    scores = runtime.model.score(rows) if rows else []
+    shadow_scores = runtime.shadow.score(rows) if runtime.shadow is not None and rows else [None] * len(rows)
+    scored = {id(item): (score, shadow) for item, score, shadow in zip(events, scores, shadow_scores)}
+    for item in pending:
         try:
-            item.outcome = decide(item.lead, item.event, item.prepared, scored, runtime,
-                                  shadow_scored=shadow)
+            if item.event is None:
+                item.outcome = process_due(item.lead, now_ms, runtime)
+            else:
+                score, shadow = scored[id(item)]
+                item.outcome = decide(item.lead, item.event, item.prepared, score, runtime, shadow_scored=shadow)
         except Exception as exc:  # noqa: BLE001 - reported as a dead letter by the caller
-            log.error("event_processing_failed", event_id=item.event.event_id,
-                      lead_id=item.event.lead_id, error=repr(exc), traceback=traceback.format_exc())
+            log.error("event_processing_failed", event_id=item.event.event_id if item.event else None,
+                      lead_id=item.lead_id, error=repr(exc), traceback=traceback.format_exc())
             item.error = f"{type(exc).__name__}: {exc}"

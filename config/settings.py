@@ -21,6 +21,7 @@ from nurture.config.errors import ConfigError
 
 PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_RULES_FILE = PACKAGE_CONFIG_DIR / "rules.toml"
+DEFAULT_JOURNEYS_FILE = PACKAGE_CONFIG_DIR / "journeys.toml"
 EVENT_KINDS = ("click", "open", "form")
 CODECS = ("json", "avro")
 
@@ -40,6 +41,7 @@ class TopicSettings:
     form: str = "events.form"
     commands: str = "nurture.commands"
     deadletter: str = "nurture.deadletter"
+    feedback: str = "nurture.feedback"  # delivery outcomes from delivery workers
 
     def event_topic(self, kind: str) -> str:
         return str(getattr(self, kind))
@@ -47,8 +49,12 @@ class TopicSettings:
     def event_topics(self) -> tuple[str, ...]:
         return tuple(self.event_topic(kind) for kind in EVENT_KINDS)
 
+    def keyed_by_lead(self) -> tuple[str, ...]:
+        """Input topics whose partitions must line up with the lead table's."""
+        return (*self.event_topics(), self.feedback)
+
     def all_topics(self) -> tuple[str, ...]:
-        return (*self.event_topics(), self.commands, self.deadletter)
+        return (*self.event_topics(), self.feedback, self.commands, self.deadletter)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class CodecSettings:
     click: str = "json"
     open: str = "json"
     form: str = "json"
+    feedback: str = "json"
 
     def for_kind(self, kind: str) -> str:
         return str(getattr(self, kind))
@@ -76,6 +83,11 @@ class WorkerSettings:
     shadow_model_dir: str = ""  # a candidate model scored beside the live one; empty: none
     batch_max_events: int = 500
     batch_max_wait_ms: int = 20
+    journeys_file: str = str(DEFAULT_JOURNEYS_FILE)
+    timer_check_ms: int = 500  # how often the worker looks for due journey waits and deferred commands
+    # A file holding the current time in epoch milliseconds, read instead of the system
+    # clock; for tests and drills that move time forward. Empty: the system clock.
+    clock_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,11 @@ class Settings:
             if server.strip()
         )
 
+    @property
+    def timers_topic(self) -> str:
+        """Internal topic that carries due-timer notices, one per app like Faust's changelogs."""
+        return f"{self.worker.app_id}-timers"
+
 
 _SECTIONS: dict[str, type] = {
     "kafka": KafkaSettings,
@@ -114,6 +131,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("codecs", "click"): CODECS,
     ("codecs", "open"): CODECS,
     ("codecs", "form"): CODECS,
+    ("codecs", "feedback"): CODECS,
     ("log", "format"): ("auto", "json", "console"),
     ("log", "level"): ("debug", "info", "warning", "error"),
 }
@@ -284,6 +302,7 @@ def _check_ranges(
         ("worker", "model_check_seconds"): 1,
         ("worker", "batch_max_events"): 1,
         ("worker", "batch_max_wait_ms"): 1,
+        ("worker", "timer_check_ms"): 10,
     }
     for (section, key), minimum in minimums.items():
         if section != name:

@@ -1,4 +1,4 @@
-"""The Faust application: topics, the lead table and the ingest agent."""
+"""The Faust application: topics, the lead and timer tables, the ingest agent and the timer check."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ from typing import Any
 
 import faust
 import faust.streams as faust_streams
+import orjson
+import structlog
 
-from nurture.agents.ingest import IngestHandler, Outputs, RuntimeHolder
+from nurture.agents.ingest import IngestHandler, Inputs, Outputs, RuntimeHolder
 from nurture.config.settings import EVENT_KINDS, Settings
+from nurture.streams.clock import make_clock
 from nurture.streams.logs import logging_config
+from nurture.streams.timers import NoticeLog, find_due
 
 LEADS_TABLE = "leads"
+TIMERS_TABLE = "timers"
+log = structlog.get_logger("nurture.timers")
 
 
 def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.App, RuntimeHolder]:
@@ -37,19 +43,18 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     )
     holder = RuntimeHolder()
     topic_kinds = {settings.topics.event_topic(kind): kind for kind in EVENT_KINDS}
-    events = app.topic(*topic_kinds, key_serializer="raw", value_serializer="raw")
+    topic_kinds[settings.topics.feedback] = "feedback"
+    codecs = {topic: settings.codecs.for_kind(kind) for topic, kind in topic_kinds.items()}
+    inputs = app.topic(*topic_kinds, settings.timers_topic, key_serializer="raw", value_serializer="raw")
+    timers_topic = app.topic(settings.timers_topic, key_serializer="raw", value_serializer="raw")
     commands = app.topic(settings.topics.commands, key_serializer="raw", value_serializer="raw")
     deadletter = app.topic(settings.topics.deadletter, key_serializer="raw", value_serializer="raw")
-    leads = app.Table(
-        LEADS_TABLE,
-        default=None,
-        partitions=settings.kafka.partitions,
-        # bytes keys and values make Faust store and changelog them as raw
-        # bytes; agents/state.py owns the encoding.
-        key_type=bytes,
-        value_type=bytes,
-        options={"driver": "rocksdict"},
-    )
+    # bytes keys and values make Faust store and changelog them as raw bytes;
+    # agents/state.py and streams/timers.py own the encodings.
+    leads = app.Table(LEADS_TABLE, default=None, partitions=settings.kafka.partitions,
+                      key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
+    index = app.Table(TIMERS_TABLE, default=None, partitions=settings.kafka.partitions,
+                      key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
 
     async def send_command(key: bytes, value: bytes) -> Any:
         return await commands.send(key=key, value=value)
@@ -57,18 +62,20 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     async def send_deadletter(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
         return await deadletter.send(key=key, value=value, headers=headers)
 
+    clock = make_clock(settings.worker.clock_file)
     handler = IngestHandler(
-        kinds=topic_kinds,
-        codecs={settings.topics.event_topic(kind): settings.codecs.for_kind(kind) for kind in EVENT_KINDS},
+        Inputs(topic_kinds, codecs, settings.timers_topic),
         table=leads,
         outputs=Outputs(send_command, send_deadletter),
         holder=holder,
+        index=index,
+        clock=clock,
     )
 
     batch_size = settings.worker.batch_max_events
     batch_wait_seconds = settings.worker.batch_max_wait_ms / 1000.0
 
-    @app.agent(events, name="nurture.ingest")
+    @app.agent(inputs, name="nurture.ingest")
     async def ingest(stream: Any) -> None:
         async for records in stream.take_events(batch_size, within=batch_wait_seconds):
             await handler.handle_batch(records, enter_event)
@@ -79,12 +86,27 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         for slot in holder.slots:
             await loop.run_in_executor(None, slot.check)
 
+    notices = NoticeLog()
+
+    @app.timer(interval=settings.worker.timer_check_ms / 1000.0)
+    async def check_timers() -> None:
+        if app.in_recovery or app.rebalancing:
+            return
+        changelog = index.changelog_topic.get_topic_name()
+        partitions = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
+        for notice in find_due(index.data._dbs, partitions, clock.now_ms(), notices):
+            await timers_topic.send(key=notice.lead_id, value=orjson.dumps({"due": notice.due_ms}),
+                                    partition=notice.partition)
+            log.debug("timer_due", lead_id=notice.lead_id.decode("utf-8", "replace"), due=notice.due_ms,
+                      partition=notice.partition)
+
     @app.page("/nurture/models/")
     async def models_page(web: Any, request: Any) -> Any:
         return web.json(model_status(holder, handler))
 
     app.nurture_handler = handler  # type: ignore[attr-defined]
     app.nurture_leads = leads  # type: ignore[attr-defined]
+    app.nurture_index = index  # type: ignore[attr-defined]
     return app, holder
 
 

@@ -42,7 +42,7 @@ def ensure_topics(settings: Settings) -> list[TopicStatus]:
     try:
         existing = set(admin.list_topics())
         created = []
-        for name in settings.topics.all_topics():
+        for name in _names(settings):
             if name in existing:
                 continue
             try:
@@ -55,14 +55,18 @@ def ensure_topics(settings: Settings) -> list[TopicStatus]:
                 log.info("topic_created", topic=name, partitions=partitions_needed)
             except TopicAlreadyExistsError:
                 pass
-        counts = _partition_counts(admin, settings.topics.all_topics())
+        counts = _partition_counts(admin, _names(settings))
     except KafkaError as exc:
         raise TopicError(f"topic creation failed on {settings.bootstrap_servers}: {exc}") from exc
     finally:
         admin.close()
 
     _check_event_partitions(settings, counts)
-    return [TopicStatus(name, counts[name], name in created) for name in settings.topics.all_topics()]
+    return [TopicStatus(name, counts[name], name in created) for name in _names(settings)]
+
+
+def _names(settings: Settings) -> tuple[str, ...]:
+    return (*settings.topics.all_topics(), settings.timers_topic)
 
 
 def _partition_counts(admin: KafkaAdminClient, names: tuple[str, ...]) -> dict[str, int]:
@@ -73,12 +77,12 @@ def _partition_counts(admin: KafkaAdminClient, names: tuple[str, ...]) -> dict[s
 
 
 def _check_event_partitions(settings: Settings, counts: dict[str, int]) -> None:
-    """Event topics share the lead table's partitioning, so their counts must match it."""
+    """Input topics share the lead table's partitioning, so their counts must match it."""
     partitions_needed = settings.kafka.partitions
-    for name in settings.topics.event_topics():
+    for name in (*settings.topics.keyed_by_lead(), settings.timers_topic):
         if counts.get(name) != partitions_needed:
             raise TopicError(
                 f"topic {name} has {counts.get(name)} partitions but the engine is set to "
-                f"{partitions_needed} (NURTURE_KAFKA_PARTITIONS); event topics and the lead table must "
+                f"{partitions_needed} (NURTURE_KAFKA_PARTITIONS); input topics and the lead table must "
                 "have the same count"
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import socket
@@ -52,7 +53,7 @@ class Worker:
         if own_topics:
             # Topics of its own, so that no other worker of the session reads its events.
             topics = {f"NURTURE_TOPICS_{name.upper()}": f"{self.app_id}.{name}"
-                      for name in ("click", "open", "form", "commands", "deadletter")}
+                      for name in ("click", "open", "form", "feedback", "commands", "deadletter")}
         self.env = {
             **os.environ,
             "NURTURE_BROKER": broker,
@@ -61,6 +62,9 @@ class Worker:
             "NURTURE_WORKER_MODEL_DIR": str(model_dir),
             "NURTURE_WORKER_WEB_PORT": str(free_port()),
             "NURTURE_LOG_FORMAT": "json",
+            # No journeys, caps or quiet hours unless a test sets its own file, so that
+            # commands equal those of an offline run at any time of day.
+            "NURTURE_WORKER_JOURNEYS_FILE": str(Path(__file__).with_name("no_journeys.toml")),
             **topics,
             **extra_env,
         }
@@ -81,6 +85,24 @@ class Worker:
                 env=self.env, cwd=self.directory, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+
+    def replacement(self, directory: Path) -> "Worker":
+        """Return a worker of the same app and topics with empty local state, not started."""
+        clone = copy.copy(self)
+        directory.mkdir(parents=True, exist_ok=True)
+        clone.directory = directory
+        clone.env = {**self.env, "NURTURE_WORKER_DATA_DIR": str(directory / "data"),
+                     "NURTURE_WORKER_WEB_PORT": str(free_port())}
+        clone.settings = load_settings(environ=clone.env)
+        clone.log_path = directory / "worker.log"
+        clone.process = None
+        return clone
+
+    def kill(self) -> None:
+        """End the process with SIGKILL, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

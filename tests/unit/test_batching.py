@@ -10,13 +10,21 @@ import orjson
 import pytest
 
 from factories import Recorder
-from nurture.agents.ingest import IngestHandler, Outputs, RuntimeHolder
+from nurture.agents.ingest import IngestHandler, Inputs, Outputs, RuntimeHolder
 from nurture.agents.pipeline import process_event
 from nurture.agents.state import new_lead
 from nurture.streams.codecs import encode_event
 
 KINDS = {"events.click": "click", "events.open": "open", "events.form": "form"}
 CODECS = {topic: "json" for topic in KINDS}
+
+
+class FixedClock:
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now
 
 
 @dataclass
@@ -44,8 +52,9 @@ def _records(events) -> list[Record]:
 def _run_batches(runtime, records, size) -> tuple[Recorder, dict[bytes, Any]]:
     table: dict[bytes, bytes] = {}
     recorder = Recorder()
-    handler = IngestHandler(KINDS, CODECS, table, Outputs(recorder.send_command, recorder.send_deadletter),
-                            RuntimeHolder(runtime))
+    handler = IngestHandler(Inputs(KINDS, CODECS, "timers"), table,
+                            Outputs(recorder.send_command, recorder.send_deadletter), RuntimeHolder(runtime),
+                            index={}, clock=FixedClock(0))
 
     async def feed() -> None:
         for start in range(0, len(records), size):
