@@ -1,7 +1,7 @@
 """The ``nurture`` command: Faust's command line with the engine's own commands.
 
 ``nurture worker`` is Faust's worker, preceded by the checks that must pass
-before any record is consumed: the rule file, the model and the topics.
+before any record is consumed: the rule and journey files, the model and the topics.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import structlog
 
 from nurture.agents.ingest import RuntimeHolder
 from nurture.agents.pipeline import Runtime
+from nurture.agents.journeys.loader import load_journeys
 from nurture.agents.rules import load_rules
 from nurture.config.errors import NurtureError
 from nurture.config.settings import Settings, load_settings
@@ -65,13 +66,14 @@ def _add_commands(cli: click.Group, settings: Settings, holder: RuntimeHolder) -
 
     cli.add_command(click.Command(
         "worker", params=faust_worker.params, callback=worker,
-        help="Start a worker: check rules, model and topics, then consume events.",
+        help="Start a worker: check rules, journeys, model and topics, then consume events.",
     ))
     cli.add_command(topics)
     cli.add_command(model)  # replaces Faust's `model` command, which lists Faust records
     cli.add_command(train)
     cli.add_command(replay)
     cli.add_command(report)
+    cli.add_command(journeys)
 
 
 _loaded: list[Settings] = []
@@ -103,8 +105,9 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tupl
     worker = settings.worker
     try:
         rules = load_rules(worker.rules_file)
+        book = load_journeys(worker.journeys_file)
         runtime = Runtime(model=load_model(worker.model_dir), rules=rules,
-                          recent_event_ids=worker.recent_event_ids)
+                          recent_event_ids=worker.recent_event_ids, book=book)
         holder.slots = [ModelSlot.open("live", worker.model_dir, lambda m: setattr(runtime, "model", m))]
         if worker.shadow_model_dir:
             holder.slots.append(ModelSlot.open("shadow", worker.shadow_model_dir,
@@ -117,7 +120,8 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tupl
     log.info("worker_starting", app_id=worker.app_id, broker=settings.bootstrap_servers,
              model_version=runtime.model.version,
              shadow_model_version=runtime.shadow.version if runtime.shadow else None,
-             rules=[rule.name for rule in rules], partitions=settings.kafka.partitions,
+             rules=[rule.name for rule in rules], journeys=[journey.name for journey in book.journeys],
+             partitions=settings.kafka.partitions,
              settings_source=settings.source)
 
 
@@ -255,6 +259,43 @@ def report(ctx: click.Context, wait_idle: float, top: int) -> None:
     click.echo(format_report(read_report(settings), top=top))
     if result is not None and not result.idle:
         raise click.ClickException(f"the report above is incomplete: {result.reason}")
+
+
+@click.group()
+def journeys() -> None:
+    """Inspect journeys and where leads are in them."""
+
+
+@journeys.command("show")
+@click.argument("lead_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored lead row as JSON instead.")
+@click.pass_context
+def journeys_show(ctx: click.Context, lead_id: str, as_json: bool) -> None:
+    """Print a lead's stage, each journey's step, what it waits for and when it moves next.
+
+    Reads the lead's latest row from the lead table's changelog, so it works
+    with or without a running worker.
+    """
+    import orjson
+
+    from nurture.streams.clock import make_clock
+    from nurture.agents.journeys.progress import describe_lead
+    from nurture.streams.leads import read_lead
+
+    settings = _settings(ctx)
+    try:
+        book = load_journeys(settings.worker.journeys_file)
+        lead = read_lead(settings, lead_id)
+    except NurtureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if lead is None:
+        raise click.ClickException(
+            f"lead {lead_id!r} not found in the {settings.worker.app_id} lead table; "
+            "check the id and NURTURE_WORKER_APP_ID")
+    if as_json:
+        click.echo(orjson.dumps(lead, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(describe_lead(lead, book, make_clock(settings.worker.clock_file).now_ms()))
 
 
 def _parse_date(text: str, option: str) -> int:
