@@ -94,13 +94,14 @@ class IngestHandler:
     """Per-batch logic of the ingest agent, independent of how records arrive."""
 
     def __init__(self, inputs: Inputs, table: Any, outputs: Outputs, holder: RuntimeHolder,
-                 index: Any, clock: Any) -> None:
+                 index: Any, clock: Any, floors: Any = None) -> None:
         self.kinds = dict(inputs.kinds)
         self.codecs = dict(inputs.codecs)
         self.timers_topic = inputs.timers_topic
         self.table = table
         self.index = index  # the timer index table (streams/timers.py)
         self.clock = clock
+        self.floors = floors  # streams.timers.Floors of the timer check, told of new entries
         self.outputs = outputs
         self.holder = holder
         self.shadow_stats = ShadowStats()
@@ -150,12 +151,13 @@ class IngestHandler:
                 enter(item.record)
                 await self._dead_letter(item.record.message, "processing_failed", item.error)
         for key, lead in batch.leads.items():
-            enter(batch.last_record[key])
-            self._update_index(key, lead)
+            record = batch.last_record[key]
+            enter(record)
+            self._update_index(key, lead, record.message.partition)
             self.table[key] = encode_lead(lead)
         await self._publish(batch.pending)
 
-    def _update_index(self, key: bytes, lead: dict[str, Any]) -> None:
+    def _update_index(self, key: bytes, lead: dict[str, Any], partition: int) -> None:
         """Keep the lead's one timer index entry at its earliest due time."""
         due = next_due(lead)
         if due == lead["due"]:
@@ -163,7 +165,10 @@ class IngestHandler:
         if lead["due"] is not None:
             del self.index[index_key(lead["due"], key)]
         if due is not None:
-            self.index[index_key(due, key)] = b"1"
+            entry = index_key(due, key)
+            self.index[entry] = b"1"
+            if self.floors is not None:
+                self.floors.lower(partition, entry)
         lead["due"] = due
 
     async def _feedback(self, record: Any, feedback: Event, batch: _Batch) -> None:

@@ -8,7 +8,8 @@ the feature rows of every event, then times:
 * the model's score call (LightGBM plus calibration) at batch sizes 1, 16, 128, 1024;
 * LightGBM's per-feature contributions (the reasons on a command), per row;
 * the ingest handler's batch path per event (decode, features, scoring, rules,
-  command encoding; no Kafka), at batches of 1 and 500.
+  the default journeys and send policy, command encoding; no Kafka), at batches
+  of 1 and 500.
 
 Each figure is the median of --repeats runs. Progress goes to stderr.
 """
@@ -116,21 +117,25 @@ def score_in_batches(model: Any, rows: list[list[float]], size: int) -> None:
 
 
 def run_handler(model: Any, events: list[Any], size: int) -> None:
-    from nurture.agents.ingest import IngestHandler, Outputs, RuntimeHolder
+    from nurture.agents.ingest import IngestHandler, Inputs, Outputs, RuntimeHolder
+    from nurture.agents.journeys.loader import load_journeys
     from nurture.agents.pipeline import Runtime
     from nurture.agents.rules import load_rules
+    from nurture.streams.clock import SystemClock
     from nurture.streams.codecs import encode_event
 
     records = [_Record(_Message(f"events.{e.kind}", e.lead_id.encode(), encode_event(e, "json")))
                for e in events]
-    runtime = Runtime(model=model, rules=load_rules(PROJECT / "config" / "rules.toml"))
+    runtime = Runtime(model=model, rules=load_rules(PROJECT / "config" / "rules.toml"),
+                      book=load_journeys(PROJECT / "config" / "journeys.toml"))
 
     async def discard(*_: Any) -> None:
         return None
 
-    handler = IngestHandler({f"events.{kind}": kind for kind in ("click", "open", "form")},
-                            {f"events.{kind}": "json" for kind in ("click", "open", "form")},
-                            {}, Outputs(discard, discard), RuntimeHolder(runtime))
+    inputs = Inputs({f"events.{kind}": kind for kind in ("click", "open", "form")},
+                    {f"events.{kind}": "json" for kind in ("click", "open", "form")}, "timers")
+    handler = IngestHandler(inputs, {}, Outputs(discard, discard), RuntimeHolder(runtime),
+                            index={}, clock=SystemClock())
 
     async def feed() -> None:
         for start in range(0, len(records), size):

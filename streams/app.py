@@ -15,7 +15,7 @@ from nurture.agents.ingest import IngestHandler, Inputs, Outputs, RuntimeHolder
 from nurture.config.settings import EVENT_KINDS, Settings
 from nurture.streams.clock import make_clock
 from nurture.streams.logs import logging_config
-from nurture.streams.timers import NoticeLog, find_due
+from nurture.streams.timers import Floors, NoticeLog, find_due
 
 LEADS_TABLE = "leads"
 TIMERS_TABLE = "timers"
@@ -63,6 +63,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         return await deadletter.send(key=key, value=value, headers=headers)
 
     clock = make_clock(settings.worker.clock_file)
+    floors = Floors()
     handler = IngestHandler(
         Inputs(topic_kinds, codecs, settings.timers_topic),
         table=leads,
@@ -70,6 +71,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         holder=holder,
         index=index,
         clock=clock,
+        floors=floors,
     )
 
     batch_size = settings.worker.batch_max_events
@@ -91,10 +93,13 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     @app.timer(interval=settings.worker.timer_check_ms / 1000.0)
     async def check_timers() -> None:
         if app.in_recovery or app.rebalancing:
+            floors.assign(set())  # recovery may write entries below any floor
             return
         changelog = index.changelog_topic.get_topic_name()
         partitions = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
-        for notice in find_due(index.data._dbs, partitions, clock.now_ms(), notices):
+        floors.assign(partitions)
+        # NOTE: _dbs is private to Faust's RocksDB store (faust-streaming 0.11 to 0.15).
+        for notice in find_due(index.data._dbs, partitions, clock.now_ms(), notices, floors):
             await timers_topic.send(key=notice.lead_id, value=orjson.dumps({"due": notice.due_ms}),
                                     partition=notice.partition)
             log.debug("timer_due", lead_id=notice.lead_id.decode("utf-8", "replace"), due=notice.due_ms,

@@ -8,6 +8,12 @@ the future: the cost grows with the number of due items, not with the number
 of leads. The table has a changelog like the lead table, so a worker that takes
 over a partition, after a crash or a rebalance, recovers its timers with it.
 
+A fired entry is deleted, and RocksDB keeps a deletion as a tombstone until
+compaction, so a walk from the first key would step over every entry fired
+since. The walk therefore starts at a floor per partition: the first entry the
+last walk found, lowered by every entry this process writes below it. A
+partition newly assigned to the worker has no floor until its first walk.
+
 Tables take writes only inside stream iteration, so the check does not change
 any state. It sends a notice, keyed by lead id, to the timers topic on the
 lead's own partition; the ingest agent reads it like an event and fires what is
@@ -32,18 +38,53 @@ def parse_index_key(key: bytes) -> tuple[int, bytes]:
     return _DUE.unpack_from(key)[0], key[_DUE.size:]
 
 
-def due_keys(db: Any, now_ms: int) -> Iterator[bytes]:
-    """Yield the index keys of ``db`` (a rocksdict Rdict) due at ``now_ms``, earliest first."""
+class Floors:
+    """The key each partition's walk starts at; no live index key lies below it."""
+
+    def __init__(self) -> None:
+        self._floors: dict[int, bytes] = {}
+        self._partitions: set[int] = set()
+
+    def get(self, partition: int) -> bytes | None:
+        return self._floors.get(partition)
+
+    def set(self, partition: int, key: bytes) -> None:
+        self._floors[partition] = key
+
+    def lower(self, partition: int, key: bytes) -> None:
+        """Note an entry written to ``partition``; the floor moves down to it if needed."""
+        floor = self._floors.get(partition)
+        if floor is not None and key < floor:
+            self._floors[partition] = key
+
+    def assign(self, partitions: set[int]) -> None:
+        """Forget the floors of partitions that were not active at the last check."""
+        for partition in partitions - self._partitions:
+            self._floors.pop(partition, None)
+        self._partitions = set(partitions)
+
+
+def due_keys(db: Any, now_ms: int, start: bytes | None = None, stops: list[bytes] | None = None) -> Iterator[bytes]:
+    """Yield the index keys of ``db`` (a rocksdict Rdict) due at ``now_ms``, earliest first.
+
+    The walk begins at ``start`` (the first key without one). The key it stops
+    at, or the end marker when no key follows, is appended to ``stops``.
+    """
     iterator = db.iter()
-    iterator.seek_to_first()
+    if start is None:
+        iterator.seek_to_first()
+    else:
+        iterator.seek(start)
     while iterator.valid():
         key = iterator.key()
         # Faust keeps its offset key in the same database; it starts with "_",
         # which as a due time lies thousands of years ahead, so the walk stops first.
         if len(key) < _DUE.size or _DUE.unpack_from(key)[0] > now_ms:
-            return
+            break
         yield key
         iterator.next()
+    if stops is not None:
+        stops.append(iterator.key() if iterator.valid() else index_key(now_ms + 1, b""))
 
 
 @dataclass(frozen=True)
@@ -77,7 +118,7 @@ class NoticeLog:
 
 
 def find_due(dbs: dict[int, Any], partitions: set[int], now_ms: int, notices: NoticeLog,
-             limit: int = 10_000) -> list[Notice]:
+             floors: Floors | None = None, limit: int = 10_000) -> list[Notice]:
     """Return the notices to send for the given partitions' index databases."""
     found: list[Notice] = []
     notices.forget_older_than(now_ms)
@@ -85,10 +126,18 @@ def find_due(dbs: dict[int, Any], partitions: set[int], now_ms: int, notices: No
         db = dbs.get(partition)
         if db is None:
             continue
-        for key in due_keys(db, now_ms):
+        start = floors.get(partition) if floors is not None else None
+        stops: list[bytes] = []
+        first = None
+        for key in due_keys(db, now_ms, start, stops):
+            first = first or key
             if notices.should_send(key, now_ms):
                 due_ms, lead_id = parse_index_key(key)
                 found.append(Notice(lead_id, due_ms, partition))
             if len(found) >= limit:
-                return found
+                break
+        if floors is not None:
+            floors.set(partition, first or (stops[0] if stops else start or b""))
+        if len(found) >= limit:
+            return found
     return found

@@ -6,6 +6,8 @@ days without waiting; events carry the real time, as the codec requires.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -157,3 +159,37 @@ def test_wait_survives_worker_crash(journey_worker, producer, tmp_path):
     text = (successor.log_path).read_text()
     assert any(orjson.loads(line).get("event") == "journey_completed"
                for line in text.splitlines() if line.startswith("{"))
+
+
+def test_hard_bounce_stops_channel(journey_worker, producer):
+    worker, clock = journey_worker
+    lead_id = f"bounce-{uuid.uuid4().hex[:6]}"
+    send_event(producer, worker.settings, form(lead_id, clock.now, "trial",
+                                               fields={"email": "nobody@example.com"}))
+    welcome = _journey_commands(worker, {lead_id}, 1)[0]
+    feedback = {"event_id": f"fb-{lead_id}", "lead_id": lead_id, "event_time": clock.now + 60_000,
+                "produced_at": clock.now + 60_000, "command_id": welcome["command_id"],
+                "channel": "email", "status": "bounced", "bounce": "hard", "detail": "550 5.1.1"}
+    producer.send(worker.settings.topics.feedback, key=lead_id.encode(), value=orjson.dumps(feedback))
+    producer.flush()
+    deadline = time.monotonic() + 60
+    shown = _show(worker, lead_id)
+    while "Channel email blocked: hard_bounce" not in shown.stdout and time.monotonic() < deadline:
+        time.sleep(1)
+        shown = _show(worker, lead_id)
+    assert "Channel email blocked: hard_bounce" in shown.stdout, shown.stdout + shown.stderr
+    assert "at step opened_welcome (branch)" in shown.stdout
+
+    # After the window the reminder is held back, so the journey ends without a message.
+    clock.set(clock.now + 2 * DAY_MS + 60_000)
+    deadline = time.monotonic() + 60
+    while "completed" not in _show(worker, lead_id).stdout and time.monotonic() < deadline:
+        time.sleep(1)
+    assert "Journey onboarding: run 1, completed" in _show(worker, lead_id).stdout
+    records = read_until(worker.settings, worker.settings.topics.commands, lambda got: True, 30, worker)
+    assert _steps(commands_for(records, {lead_id}), lead_id) == ["welcome"]
+
+
+def _show(worker, lead_id):
+    return subprocess.run([str(Path(sys.executable).with_name("nurture")), "journeys", "show", lead_id],
+                          env=worker.env, capture_output=True, text=True, timeout=60, cwd=worker.directory)

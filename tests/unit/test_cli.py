@@ -54,6 +54,19 @@ def test_worker_with_bad_rules_names_the_line(tmp_path: Path, model_dir: Path) -
     assert f"{rules}:1: rule 1 ('x'): key 'action'" in result.stderr
 
 
+def test_worker_with_bad_journeys_names_the_line(tmp_path: Path, model_dir: Path) -> None:
+    journeys = tmp_path / "journeys.toml"
+    journeys.write_text('[[journeys]]\nname = "j"\ntrigger = { on = "event", kinds = ["form"] }\n\n'
+                        '[[journeys.steps]]\nid = "pause"\nwait = { duration = "90d" }\n')
+    result = _run(["worker"], tmp_path, NURTURE_WORKER_JOURNEYS_FILE=str(journeys),
+                  NURTURE_WORKER_MODEL_DIR=str(model_dir))
+
+    assert result.returncode == 1
+    assert f"{journeys}:5: journey 1 ('j'): step 1 ('pause')" in result.stderr
+    assert "'90d'" in result.stderr
+    assert "Ready" not in result.stderr
+
+
 def test_train_writes_model_and_card(tmp_path: Path) -> None:
     history = Path(__file__).resolve().parents[2] / "data" / "ecom-clickstream" / "ecom.csv.gz"
     result = _run(["train", "--history", str(history), "--out", str(tmp_path / "m"),

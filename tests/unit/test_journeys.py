@@ -313,3 +313,18 @@ def test_quiet_hours_follow_profile_zone(model, tmp_path):
     # 23:00 in Warsaw is 17:00 in New York, outside that lead's quiet hours.
     outcome = process_event(lead, _signup(at=_utc("2025-01-15 22:00"), fields=fields), runtime)
     assert _templates(outcome.commands) == ["welcome_series"]
+
+
+def test_describe_lead_shows_wait_and_due(model, tmp_path):
+    from nurture.agents.journeys.progress import describe_lead
+
+    runtime = _runtime(model, tmp_path)
+    lead = new_lead("lead-1")
+    process_event(lead, _signup(at=_utc("2024-06-01 10:00")), runtime)
+    text = describe_lead(lead, runtime.book, _utc("2024-06-02 10:00"))
+    assert "Journey onboarding: run 1, active" in text
+    assert "at step opened_welcome (branch)" in text
+    assert "moves next at 2024-06-03 10:00 UTC" in text
+    assert "in 1 d" in text
+    assert "done: welcome (command " in text
+    assert "stage lead at 2024-06-01 10:00 UTC" in text
