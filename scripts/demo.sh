@@ -2,12 +2,14 @@
 # The Nurture demo, end to end on a local broker:
 #   start a broker, create the topics, train on the clickstream before the
 #   split date, start a worker, replay the events from the split date on,
-#   print a report read back from the topics, then stop what it started.
+#   print a report read back from the topics and one lead's journeys, then stop
+#   what it started.
 #
 # Environment:
 #   DEMO_SPLIT_DATE  train before this date, replay from it (default: 2024-05-15)
 #   DEMO_SPEED       seconds of history replayed per second; 0 replays as fast as
 #                    possible (default: 86400, one day per second)
+#   DEMO_LEAD        the lead whose journeys are shown at the end (default: user_0420)
 #   KAFKA_PORT       broker port, or "auto" for a free one (default: auto)
 #   VENV             virtual environment with the package (default: .venv)
 set -euo pipefail
@@ -16,6 +18,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO_ROOT
 readonly SPLIT_DATE=${DEMO_SPLIT_DATE:-2024-05-15}
 readonly SPEED=${DEMO_SPEED:-86400}
+readonly LEAD=${DEMO_LEAD:-user_0420}
 readonly HISTORY=$REPO_ROOT/data/ecom-clickstream/ecom.csv.gz
 readonly DEMO_DIR=$REPO_ROOT/var/demo
 readonly NURTURE=${VENV:-$REPO_ROOT/.venv}/bin/nurture
@@ -135,6 +138,9 @@ main() {
 
   step "Report read back from Kafka"
   "$NURTURE" report --wait-idle 300
+
+  step "Where lead $LEAD is in its journeys"
+  "$NURTURE" journeys show "$LEAD"
 }
 
 main "$@"

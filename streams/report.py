@@ -104,9 +104,11 @@ def _has_members(admin: KafkaAdminClient, group: str) -> bool:
 def format_report(report: Report, top: int = 5) -> str:
     lines = [f"Commands: {len(report.commands)}"]
     by_rule = Counter((c["action"], c["rule"], c.get("template") or "-") for c in report.commands)
-    lines.append(f"  {'action':<16}{'rule':<20}{'template':<20}count")
+    widths = [max([len(title), *(len(key[column]) for key in by_rule)]) + 2
+              for column, title in enumerate(("action", "rule", "template"))]
+    lines.append(f"  {'action':<{widths[0]}}{'rule':<{widths[1]}}{'template':<{widths[2]}}count")
     for (action, rule, template), count in sorted(by_rule.items()):
-        lines.append(f"  {action:<16}{rule:<20}{template:<20}{count}")
+        lines.append(f"  {action:<{widths[0]}}{rule:<{widths[1]}}{template:<{widths[2]}}{count}")
 
     latest: dict[str, dict[str, Any]] = {}
     for command in report.commands:

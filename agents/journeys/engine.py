@@ -49,7 +49,7 @@ def on_event(ctx: Context, event: Event, previous_score: float | None, score: fl
             elif run.get("waiting") == "engagement":
                 advance(ctx, journey, run, at)
         elif _triggered(journey.trigger, event, previous_score, score, stages):
-            enter(ctx, journey, at, f"event:{event.kind}")
+            enter(ctx, journey, at, _cause(journey.trigger, event))
     _follow_stage_changes(ctx, at)
 
 
@@ -195,6 +195,14 @@ def _triggered(trigger: Condition, event: Event, previous: float | None, score: 
             return before < trigger.threshold <= score
         return previous is not None and before >= trigger.threshold > score
     return trigger.stage in stages
+
+
+def _cause(trigger: Condition, event: Event) -> str:
+    if trigger.on == "event":
+        return f"event:{event.kind}:{event.event_id}"
+    if trigger.on == "score_crossed":
+        return f"score_crossed:{trigger.threshold:g}:{trigger.direction}"
+    return f"stage:{trigger.stage}"
 
 
 def _goal_met(journey: Journey, lead: dict[str, Any], event: Event | None, score: float,

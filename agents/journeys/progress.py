@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from nurture.agents.journeys.calendar import lead_zone, local_text
+from nurture.agents.journeys.calendar import lead_zone
 from nurture.agents.journeys.spec import Journey, JourneyBook, Step
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -46,18 +46,22 @@ class _Times:
         self.now_ms = now_ms
 
     def text(self, at_ms: int) -> str:
-        utc = datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        return f"{utc} ({local_text(at_ms, self.zone)})"
+        moment = datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc)
+        local = moment.astimezone(self.zone).strftime("%Y-%m-%d %H:%M %Z")
+        return f"{moment:%Y-%m-%d %H:%M} UTC ({local})"
 
     def relative(self, at_ms: int) -> str:
-        seconds = (at_ms - self.now_ms) // 1000
-        if seconds <= 0:
+        if at_ms <= self.now_ms:
             return "due now"
-        days, rest = divmod(seconds, 86_400)
-        hours, rest = divmod(rest, 3_600)
-        minutes = rest // 60
-        parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
-        return "in " + (" ".join(part for part in parts if part) or "under a minute")
+        return "in " + duration_text(at_ms - self.now_ms)
+
+
+def duration_text(milliseconds: int) -> str:
+    """Return a duration in days, hours and minutes, such as "1 d 22 h"."""
+    days, rest = divmod(milliseconds // 60_000, 1_440)
+    hours, minutes = divmod(rest, 60)
+    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
+    return " ".join(part for part in parts if part) or "under a minute"
 
 
 def _describe_run(journey: Journey, run: dict[str, Any] | None, lead: dict[str, Any], when: _Times) -> list[str]:
@@ -80,7 +84,7 @@ def _describe_run(journey: Journey, run: dict[str, Any] | None, lead: dict[str, 
 
 def _waiting_text(step: Step, run: dict[str, Any], lead: dict[str, Any]) -> str:
     if step.type == "wait" and step.duration_ms is not None:
-        return f"waiting {step.duration_ms // 60_000} min from when the step was reached"
+        return f"waiting {duration_text(step.duration_ms)} from when the step was reached"
     if step.type == "wait":
         day = WEEKDAYS[step.weekday] if step.weekday is not None else "the next day at"
         return f"waiting until {day} {step.hour:02d}:{step.minute:02d} in the lead's time zone"
@@ -88,7 +92,7 @@ def _waiting_text(step: Step, run: dict[str, Any], lead: dict[str, Any]) -> str:
         sent = run["sends"].get(step.step)
         status = f"that message is {sent['status']}" if sent else "that step has not run"
         return (f"waiting for the message of step {step.step} to be {step.engaged} "
-                f"within {step.within_ms // 60_000} min of sending ({status}); "
+                f"within {duration_text(step.within_ms)} of sending ({status}); "
                 f"then {step.then or 'end'}, else {step.otherwise or 'end'}")
     return "about to run"
 

@@ -302,7 +302,7 @@ def test_shipped_journey_file_loads() -> None:
     assert journey.trigger == Condition("stage_changed", stage="marketing_qualified")
     assert journey.exits == (
         Condition("event", kinds=("form",), where={"conversion": True}),
-        Condition("stage_reached", stage="customer"),
+        Condition("stage_reached", stage="sales_qualified"),
     )
     assert journey.reentry == "after_exit"
     assert journey.reentry_after_ms == 30 * DAY_MS
