@@ -18,6 +18,7 @@ from typing import Any, Callable
 from nurture.agents.journeys.calendar import lead_zone, next_local_time
 from nurture.agents.journeys.spec import STAGES, Condition, Journey, JourneyBook, Step
 from nurture.agents.lifecycle import set_stage
+from nurture.agents.policy import drop_journey_entries
 from nurture.agents.rules import matches_where
 from nurture.schemas.records import Event
 
@@ -166,6 +167,13 @@ def _execute(ctx: Context, journey: Journey, step: Step, run: dict[str, Any], at
 def _end(ctx: Context, journey: Journey, run: dict[str, Any], at: int, status: str, reason: str) -> None:
     run.update(status=status, ended_at=at, end_reason=reason, due=None, waiting=None)
     ctx.log.append((journey.name, status, reason))
+    if status == "exited":
+        # A lead that met a goal gets none of the run's messages still waiting to go out.
+        for entry in drop_journey_entries(ctx.lead, journey.name):
+            sent = run["sends"].get(entry["command"]["step"])
+            if sent is not None:
+                sent["status"] = "dropped"
+            ctx.log.append((journey.name, "message_dropped", entry["command"]["command_id"]))
 
 
 def _follow_stage_changes(ctx: Context, at: int) -> None:

@@ -244,7 +244,7 @@ def test_deferred_send_is_dropped_after_max_delay(model, tmp_path):
     assert outcome.commands == []
     # The branch sees a message that never went out and takes the else branch at
     # once, and the reminder is over the cap too.
-    assert outcome.held_back == [("onboarding/welcome", "deferred_too_long:frequency_cap"),
+    assert outcome.dropped == [("onboarding/welcome", "deferred_too_long:frequency_cap"),
                                  ("onboarding/reminder", "deferred_too_long:frequency_cap")]
     assert lead["outbox"] == []
     assert lead["journeys"]["onboarding"]["status"] == "completed"
@@ -257,7 +257,7 @@ def test_hard_bounce_blocks_channel(model, tmp_path):
     assert apply_feedback(lead, _feedback(welcome, "bounced", "hard")) == "channel_blocked"
     outcome = process_due(lead, T0 + 3 * DAY_MS, runtime)
     assert outcome.commands == []
-    assert ("onboarding/reminder", "channel_blocked:hard_bounce") in outcome.held_back
+    assert ("onboarding/reminder", "channel_blocked:hard_bounce") in outcome.dropped
 
 
 def test_soft_bounce_keeps_channel(model, tmp_path):
@@ -328,3 +328,22 @@ def test_describe_lead_shows_wait_and_due(model, tmp_path):
     assert "in 1 d" in text
     assert "done: welcome (command " in text
     assert "stage lead at 2024-06-01 10:00 UTC" in text
+
+
+def test_send_without_contact_is_dropped(model, tmp_path):
+    runtime = _runtime(model, tmp_path)
+    lead = new_lead("lead-1")
+    outcome = process_event(lead, _signup(fields={"first_name": "Ada"}), runtime)
+    assert outcome.commands == []
+    assert ("onboarding/welcome", "no_email") in outcome.dropped
+
+
+def test_exit_drops_deferred_message(model, tmp_path):
+    runtime = _runtime(model, tmp_path, policy=QUIET)
+    lead = new_lead("lead-1")
+    process_event(lead, _signup(at=_utc("2025-01-15 23:00")), runtime)
+    assert len(lead["outbox"]) == 1
+    process_event(lead, form("lead-1", _utc("2025-01-15 23:30"), "order", conversion=True), runtime)
+    assert lead["outbox"] == []
+    assert lead["journeys"]["onboarding"]["sends"]["welcome"]["status"] == "dropped"
+    assert process_due(lead, _utc("2025-01-16 08:00"), runtime).commands == []
