@@ -8,6 +8,9 @@ from nurture.agents.commands import Origin, make_command, refresh_times, step_co
 from nurture.agents.journeys.spec import SEND_ACTIONS, Journey, Policy, Step
 from nurture.agents.policy import defer, due_entries, judge, record_channel_send
 
+# The profile field a message on each channel cannot go without.
+CONTACT_FIELDS = {"email": "email", "sms": "phone"}
+
 
 class Dispatcher:
     """Applies the policy to each command of one lead and collects the ones that go out now.
@@ -60,8 +63,9 @@ class Dispatcher:
             rule=f"{journey.name}/{step.id}", trigger_event_id=self.trigger_event_id or f"due:{at_ms}",
             event_time=at_ms, journey=journey.name, step=step.id,
         )
-        if step.channel == "email" and not self.lead["profile"].get("email"):
-            self.held.append((origin.rule, "no_email_address"))
+        contact = CONTACT_FIELDS.get(step.channel)
+        if contact is not None and not self.lead["profile"].get(contact):
+            self.held.append((origin.rule, f"no_{contact}"))
             return {"command_id": origin.command_id, "template": step.template, "status": "held",
                     "at": None, "due": None}
         command = make_command(self.lead, origin, action, step.channel, step.template, step.expires_hours,

@@ -5,7 +5,7 @@ and the timers topic. It decodes every record and folds each valid event into
 its lead's features on the event loop, because table reads need Faust's
 per-event context; feedback is applied there too. Then it scores the batch's
 events with one model call and applies the rules and journeys in a worker
-thread, so a slow batch never blocks the loop; timer notices fire the leads'
+thread, so a slow batch never blocks the loop. Timer notices fire the leads'
 due waits in the same thread. Last, it writes each changed lead row and its
 timer index entry once and publishes the commands.
 
@@ -59,7 +59,7 @@ class Outputs:
 
 @dataclass(frozen=True)
 class Inputs:
-    """What the agent reads: topic -> event kind ("feedback" for delivery outcomes), topic -> codec."""
+    """The agent's input topics: event kind per topic ("feedback" for delivery outcomes) and codec per topic."""
 
     kinds: Mapping[str, str]
     codecs: Mapping[str, str]
@@ -101,7 +101,7 @@ class IngestHandler:
         self.table = table
         self.index = index  # the timer index table (streams/timers.py)
         self.clock = clock
-        self.floors = floors  # streams.timers.Floors of the timer check, told of new entries
+        self.floors = floors  # streams.timers.Floors of the timer check; new entries lower them
         self.outputs = outputs
         self.holder = holder
         self.shadow_stats = ShadowStats()
@@ -163,7 +163,7 @@ class IngestHandler:
         if due == lead["due"]:
             return
         if lead["due"] is not None:
-            del self.index[index_key(lead["due"], key)]
+            self._delete_index_entry(lead["due"], key)
         if due is not None:
             entry = index_key(due, key)
             self.index[entry] = b"1"
@@ -174,7 +174,13 @@ class IngestHandler:
     async def _feedback(self, record: Any, feedback: Event, batch: _Batch) -> None:
         key = record.message.key
         try:
-            lead = self._lead(key, feedback.lead_id, batch)
+            payload = None if key in batch.leads else self.table.get(key)
+            if key not in batch.leads and payload is None:
+                # Feedback never creates a lead: the lead may have been erased since.
+                log.warning("feedback_for_unknown_lead", lead_id=feedback.lead_id,
+                            command_id=feedback.attrs["command_id"], status=feedback.attrs["status"])
+                return
+            lead = batch.leads.get(key) or decode_lead(payload, feedback.lead_id)
             if not remember_event(lead, feedback.event_id, self.holder.runtime.recent_event_ids):
                 return
             effect = apply_feedback(lead, feedback)
@@ -268,6 +274,8 @@ class IngestHandler:
     def _log_outcome(lead_id: str, outcome: Outcome) -> None:
         for rule, reason in outcome.held_back:
             log.debug("command_held", lead_id=lead_id, rule=rule, reason=reason)
+        for rule, reason in outcome.dropped:
+            log.info("command_dropped", lead_id=lead_id, rule=rule, reason=reason)
         for rule, reason, due in outcome.deferred:
             log.info("command_deferred", lead_id=lead_id, rule=rule, reason=reason, due=due)
         for journey, what, detail in outcome.journey_log:

@@ -44,7 +44,8 @@ class Outcome:
     duplicate: bool = False
     score: float | None = None
     commands: list[dict[str, Any]] = field(default_factory=list)
-    held_back: list[tuple[str, str]] = field(default_factory=list)  # (rule, reason)
+    held_back: list[tuple[str, str]] = field(default_factory=list)  # (rule, reason) by the rule gate
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (rule, reason) by the delivery policy
     deferred: list[tuple[str, str, int]] = field(default_factory=list)  # (rule, reason, due)
     journey_log: list[tuple[str, str, str]] = field(default_factory=list)  # (journey, what, detail)
     # With a shadow model: the (rule, template) pairs it would have sent.
@@ -149,7 +150,7 @@ def _run_due(lead: dict[str, Any], now_ms: int, runtime: Runtime, dispatcher: Di
 
 def _finish(outcome: Outcome, dispatcher: Dispatcher, context: engine.Context) -> Outcome:
     outcome.commands.extend(dispatcher.commands)
-    outcome.held_back.extend(dispatcher.held)
+    outcome.dropped.extend(dispatcher.held)
     outcome.deferred.extend(dispatcher.deferred)
     outcome.journey_log.extend(context.log)
     return outcome

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -46,3 +47,29 @@ class Recorder:
         letter = {name: raw.decode() for name, raw in headers}
         letter["value"] = value.decode("utf-8", "replace")
         self.dead_letters.append(letter)
+
+
+class FixedClock:
+    """A worker clock that stays where a test puts it."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+@dataclass
+class Message:
+    """The parts of a Kafka message the ingest handler reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class Record:
+    message: Message

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
 
-from factories import Recorder
+from factories import FixedClock, Message, Record, Recorder
 from nurture.agents.ingest import IngestHandler, Inputs, Outputs, RuntimeHolder
 from nurture.agents.pipeline import process_event
 from nurture.agents.state import new_lead
@@ -17,28 +16,6 @@ from nurture.streams.codecs import encode_event
 
 KINDS = {"events.click": "click", "events.open": "open", "events.form": "form"}
 CODECS = {topic: "json" for topic in KINDS}
-
-
-class FixedClock:
-    def __init__(self, now_ms: int) -> None:
-        self.now = now_ms
-
-    def now_ms(self) -> int:
-        return self.now
-
-
-@dataclass
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-
-
-@dataclass
-class Record:
-    message: Message
 
 
 def _records(events) -> list[Record]:
