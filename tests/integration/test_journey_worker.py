@@ -193,3 +193,43 @@ def test_hard_bounce_stops_channel(journey_worker, producer):
 def _show(worker, lead_id):
     return subprocess.run([str(Path(sys.executable).with_name("nurture")), "journeys", "show", lead_id],
                           env=worker.env, capture_output=True, text=True, timeout=60, cwd=worker.directory)
+
+
+def test_wait_fires_after_rebalance(journey_worker, producer, tmp_path):
+    worker, clock = journey_worker
+    lead_ids = {f"move-{number}-{uuid.uuid4().hex[:6]}" for number in range(12)}
+    for lead_id in lead_ids:
+        send_event(producer, worker.settings, form(lead_id, clock.now, "trial", fields={"email": "x@example.com"}))
+    _journey_commands(worker, lead_ids, len(lead_ids))
+
+    # A second worker joins and takes some partitions; then the first one leaves.
+    second = worker.replacement(tmp_path / "second")
+    second.start()
+    try:
+        _wait_for_members(worker, 2)
+        worker.stop()
+        _wait_for_members(second, 1)
+        clock.set(clock.now + 2 * DAY_MS + 60_000)
+        commands = _journey_commands(second, lead_ids, 2 * len(lead_ids), timeout=120.0)
+        for lead_id in lead_ids:
+            assert _steps(commands, lead_id)[-1] == "reminder"
+        reminders = [command["command_id"] for command in commands if command["step"] == "reminder"]
+        assert len(set(reminders)) == len(lead_ids)
+    finally:
+        second.stop()
+
+
+def _wait_for_members(worker, count, timeout=90.0):
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=worker.settings.bootstrap_servers)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            group = admin.describe_groups([worker.settings.worker.app_id]).get(worker.settings.worker.app_id) or {}
+            if len(group.get("members") or []) == count and group.get("group_state") == "Stable":
+                return
+            time.sleep(1)
+        raise AssertionError(f"the group did not reach {count} members: {group}\n{worker.log_tail()}")
+    finally:
+        admin.close()
