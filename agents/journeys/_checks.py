@@ -3,6 +3,7 @@
 Private to ``loader.py``. A :class:`Table` wraps one TOML table, and each of its
 readers returns a checked value or raises ConfigError in the rule-file style:
 ``path:line: journey 2 ('name'): step 3 ('id'): key 'send.channel': what is wrong``.
+The line is the one where the offending key is written, found by :class:`Layout`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from nurture.config.errors import ConfigError
 
+from ._layout import KeyPath, Layout
 from .spec import MINUTE_MS
 
 # Milliseconds per duration unit. Seconds are left out on purpose, because no
@@ -66,24 +68,31 @@ def parse_clock(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Place:
-    """A location in the file: the line of a table and a label such as ``journey 2 ('x')``."""
+    """A table in the file: its key path, which locates lines, and a label such as ``journey 2 ('x')``."""
 
     path: Path
-    line: int | None = None
+    layout: Layout
+    key_path: KeyPath = ()
     label: str = ""
 
-    def error(self, message: str) -> ConfigError:
-        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+    def error(self, message: str, at: KeyPath = ()) -> ConfigError:
+        """Build the error about this table, or about its key at ``at``, with the line where that is written."""
+        line = self.layout.line(self.key_path + at)
+        where = f"{self.path}:{line}" if line else str(self.path)
         return ConfigError(f"{where}: {self.label}: {message}" if self.label else f"{where}: {message}")
 
     def named(self, name: str) -> Place:
         """Return this place with the name of its journey or step added to the label."""
         return replace(self, label=f"{self.label} ({name!r})")
 
-    def within(self, label: str, line: int | None = None) -> Place:
-        """Return the place of a part of this one, such as a step of a journey."""
+    def within(self, label: str, key_path: KeyPath) -> Place:
+        """Return the place of a part of this table, such as a step of a journey, at ``key_path`` below it."""
         joined = f"{self.label}: {label}" if self.label else label
-        return Place(self.path, line or self.line, joined)
+        return Place(self.path, self.layout, self.key_path + key_path, joined)
+
+    def header_line(self) -> int | None:
+        """Return the line of this table's own header, or None if it has none, as for an inline table."""
+        return self.layout.header_line(self.key_path)
 
 
 class Table:
@@ -95,7 +104,9 @@ class Table:
         self.prefix = prefix
 
     def fail(self, key: str, message: str) -> ConfigError:
-        return self.place.error(f"key {self.prefix + key!r}: {message}")
+        """Build the error about ``key``, a key of this table or a dotted path into one, such as "branch.step"."""
+        at = (key,) if key in self.raw else tuple(key.split("."))
+        return self.place.error(f"key {self.prefix + key!r}: {message}", at)
 
     def has(self, key: str) -> bool:
         return key in self.raw
@@ -116,17 +127,14 @@ class Table:
         """Tell whether a reader should return ``default`` because an optional key is absent."""
         return key not in self.raw and default is not REQUIRED
 
-    def table(self, key: str, required: bool = True, line: int | None = None) -> Table | None:
-        """Return the sub-table ``key`` for reading, or None if it is absent and optional.
-
-        ``line`` is the line of the sub-table's own header, if it has one.
-        """
+    def table(self, key: str, required: bool = True) -> Table | None:
+        """Return the sub-table ``key`` for reading, or None if it is absent and optional."""
         if key not in self.raw and not required:
             return None
         raw = self.value(key)
         if not isinstance(raw, dict):
             raise self.fail(key, f"expected a table such as {{ key = value }}, got {raw!r}")
-        place = replace(self.place, line=line) if line else self.place
+        place = replace(self.place, key_path=self.place.key_path + (key,))
         return Table(place, raw, f"{self.prefix}{key}.")
 
     def text(self, key: str, default: Any = REQUIRED) -> Any:

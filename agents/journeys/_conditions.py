@@ -29,8 +29,11 @@ def build_exits(journey: Table) -> tuple[Condition, ...]:
     if not isinstance(raw, list) or not all(isinstance(goal, dict) for goal in raw):
         raise journey.fail("exit", "expected a list of goals such as [{ on = \"stage_reached\", "
                                    f"stage = \"customer\" }}], got {raw!r}")
-    return tuple(build_condition(Table(journey.place.within(f"exit goal {number}"), goal), GOALS)
-                 for number, goal in enumerate(raw, start=1))
+    goals = []
+    for index, goal in enumerate(raw):
+        place = journey.place.within(f"exit goal {index + 1}", ("exit", index))
+        goals.append(build_condition(Table(place, goal), GOALS))
+    return tuple(goals)
 
 
 def build_condition(table: Table, options: tuple[str, ...]) -> Condition:

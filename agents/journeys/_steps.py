@@ -35,12 +35,13 @@ class _Draft:
     targets: dict[str, str | None]  # Step field (next, then, otherwise) -> value in the file, or None if absent
 
 
-def build_steps(place: Place, raw_steps: list[Any], lines: list[int | None]) -> tuple[Step, ...]:
-    """Build and check the steps of the journey at ``place``. ``lines`` has a header line or None per step."""
+def build_steps(place: Place, raw_steps: list[Any]) -> tuple[Step, ...]:
+    """Build and check the steps of the journey at ``place``."""
     drafts = []
-    for index, (raw, line) in enumerate(zip(raw_steps, lines)):
-        draft = _draft(place.within(f"step {index + 1}", line), raw)
-        draft.fields["line"] = line  # None for a step without its own header, such as an inline table
+    for index, raw in enumerate(raw_steps):
+        step_place = place.within(f"step {index + 1}", ("steps", index))
+        draft = _draft(step_place, raw)
+        draft.fields["line"] = step_place.header_line()  # None for a step written inline
         drafts.append(draft)
     _check_unique_ids(drafts)
     ids = [draft.fields["id"] for draft in drafts]
@@ -174,8 +175,7 @@ def _resolve(draft: _Draft, ids: list[str], index: int) -> Step:
         elif target in ids:
             resolved[field_name] = target
         else:
-            raise draft.place.error(f"key {key!r}: no step {target!r} in this journey; "
-                                    f"use one of {', '.join(ids)} or {END!r}")
+            raise draft.table.fail(key, f"no step {target!r} in this journey; use one of {', '.join(ids)} or {END!r}")
     return Step(**draft.fields, **resolved)
 
 

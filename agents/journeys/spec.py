@@ -119,6 +119,9 @@ class Policy:
     quiet_hours: QuietHours | None = None
     caps: dict[str, Cap] = field(default_factory=dict)  # by channel
     max_delay_ms: int = 3 * DAY_MS  # a command deferred longer than this is dropped
+    # A message whose time lies more than this before the worker clock is dropped as stale
+    # (a live backfill of old events); None sends it, as a replay of history wants.
+    stale_after_ms: int | None = None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from nurture.agents.journeys._checks import Layout
 from nurture.agents.journeys.loader import load_journeys, parse_duration
 from nurture.agents.journeys.spec import DAY_MS, MESSAGE_CHANNELS, MINUTE_MS, Cap, Condition
 from nurture.config.errors import ConfigError
@@ -10,8 +11,8 @@ from nurture.config.errors import ConfigError
 PROJECT = Path(__file__).resolve().parents[2]
 HOUR_MS = 60 * MINUTE_MS
 
-# A valid file. The mistakes below edit one or two of its lines; the comments
-# give the line numbers that the expected errors name.
+# A valid file. The mistakes below edit one or two of its lines, and the
+# constants after it give the line numbers that the expected errors name.
 BASE = """\
 [policy]
 time_zone = "Europe/Warsaw"
@@ -44,95 +45,111 @@ branch = { engaged = "opened", step = "hello", within = "2d", then = "sales" }
 id = "sales"
 handoff = {}
 """
+# Lines of the table headers.
 POLICY, CAPS, LIFECYCLE, JOURNEY, HELLO, PAUSE, OPENED, SALES = 1, 6, 9, 12, 16, 20, 24, 28
+# Lines of keys. In each step, the id is on the line after the header and the action on the line after that.
+TIME_ZONE, MAX_DELAY, QUIET_HOURS, EMAIL_CAP, QUALIFIED_SCORE, NAME, TRIGGER = 2, 3, 4, 7, 10, 13, 14
 
 # (case id, [(old text, new text), ...], line of the error, text the error must contain)
 MISTAKES = [
-    ("duration_unit", [('max_delay = "3d"', 'max_delay = "90s"')], POLICY,
+    ("duration_unit", [('max_delay = "3d"', 'max_delay = "90s"')], MAX_DELAY,
      "key 'policy.max_delay': invalid duration '90s'"),
-    ("policy_unknown_key", [('max_delay = "3d"', 'max_dely = "3d"')], POLICY,
-     "key 'policy.max_dely': unknown key; use time_zone, quiet_hours, max_delay, caps"),
-    ("time_zone", [('"Europe/Warsaw"', '"Europe/Warsw"')], POLICY,
+    ("policy_unknown_key", [('max_delay = "3d"', 'max_dely = "3d"')], MAX_DELAY,
+     "key 'policy.max_dely': unknown key; use time_zone, quiet_hours, max_delay, stale_after, caps"),
+    ("stale_after_too_short", [('max_delay = "3d"', 'max_delay = "3d"\nstale_after = "0m"')], MAX_DELAY + 1,
+     "key 'policy.stale_after': '0m' is out of range; use a duration of at least 1m"),
+    ("stale_after_not_text", [('max_delay = "3d"', 'max_delay = "3d"\nstale_after = 6')], MAX_DELAY + 1,
+     "key 'policy.stale_after': expected a duration such as '2d', got 6"),
+    ("time_zone", [('"Europe/Warsaw"', '"Europe/Warsw"')], TIME_ZONE,
      "key 'policy.time_zone': unknown time zone 'Europe/Warsw'"),
-    ("quiet_hours_empty", [('end = "08:00"', 'end = "21:00"')], POLICY,
+    ("quiet_hours_empty", [('end = "08:00"', 'end = "21:00"')], QUIET_HOURS,
      "key 'policy.quiet_hours.end': '21:00' equals 'start'"),
-    ("quiet_hours_time", [('start = "21:00"', 'start = "9pm"')], POLICY,
+    ("quiet_hours_time", [('start = "21:00"', 'start = "9pm"')], QUIET_HOURS,
      "key 'policy.quiet_hours.start': invalid time '9pm'"),
-    ("quiet_hours_channel", [('end = "08:00" }', 'end = "08:00", channels = ["mail"] }')], POLICY,
+    ("quiet_hours_channel", [('end = "08:00" }', 'end = "08:00", channels = ["mail"] }')], QUIET_HOURS,
      "key 'policy.quiet_hours.channels': 'mail' is not one of email, sms, push"),
-    ("cap_type", [("max = 3", 'max = "3"')], CAPS,
+    ("cap_type", [("max = 3", 'max = "3"')], EMAIL_CAP,
      "key 'policy.caps.email.max': expected a whole number of at least 1, got '3'"),
-    ("cap_above_kept_sends", [("max = 3", "max = 51")], CAPS,
+    ("cap_above_kept_sends", [("max = 3", "max = 51")], EMAIL_CAP,
      "key 'policy.caps.email.max': 51 is more than the 50 sends per channel"),
-    ("cap_channel", [("email = {", "fax = {")], CAPS,
+    ("cap_channel", [("email = {", "fax = {")], EMAIL_CAP,
      "key 'policy.caps.fax': 'fax' is not a message channel"),
-    ("cap_window", [('per = "7d"', 'per = "7 days"')], CAPS,
+    ("cap_window", [('per = "7d"', 'per = "7 days"')], EMAIL_CAP,
      "key 'policy.caps.email.per': invalid duration '7 days'"),
-    ("lifecycle_score", [("= 40", "= 140")], LIFECYCLE,
+    ("cap_on_later_line", [('email = { max = 3, per = "7d" }',
+                            'email = { max = 3, per = "7d" }\nsms = { max = 0, per = "1d" }')], EMAIL_CAP + 1,
+     "key 'policy.caps.sms.max': expected a whole number of at least 1, got 0"),
+    ("lifecycle_score", [("= 40", "= 140")], QUALIFIED_SCORE,
      "key 'lifecycle.marketing_qualified_score': expected a score in (0, 100], or false to turn it off, got 140"),
-    ("lifecycle_flag", [("marketing_qualified_score = 40", 'lead_on_form = "yes"')], LIFECYCLE,
+    ("lifecycle_flag", [("marketing_qualified_score = 40", 'lead_on_form = "yes"')], QUALIFIED_SCORE,
      "key 'lifecycle.lead_on_form': expected true or false, got 'yes'"),
+    ("lifecycle_on_later_line",
+     [("marketing_qualified_score = 40", 'marketing_qualified_score = 40\ncustomer_on_conversion = "no"')],
+     QUALIFIED_SCORE + 1,
+     "key 'lifecycle.customer_on_conversion': expected true or false, got 'no'"),
     ("top_level_key", [("[lifecycle]", "[rules]")], LIFECYCLE,
      "unknown top-level key 'rules'; use policy, lifecycle, journeys"),
-    ("journey_unknown_key", [('name = "welcome"', 'name = "welcome"\nrentry = "never"')], JOURNEY,
+    ("journey_unknown_key", [('name = "welcome"', 'name = "welcome"\nrentry = "never"')], NAME + 1,
      "journey 1 ('welcome'): key 'rentry': unknown key; use name, trigger, exit, reentry, reentry_after, steps"),
     ("journey_name_missing", [('name = "welcome"', 'title = "welcome"')], JOURNEY,
      "journey 1: key 'name' is missing"),
-    ("trigger_on", [('on = "event"', 'on = "evnt"')], JOURNEY,
+    ("trigger_on", [('on = "event"', 'on = "evnt"')], TRIGGER,
      "journey 1 ('welcome'): key 'trigger.on': 'evnt' is not one of event, score_crossed, stage_changed"),
-    ("trigger_kind", [('kinds = ["form"]', 'kinds = ["forms"]')], JOURNEY,
+    ("trigger_kind", [('kinds = ["form"]', 'kinds = ["forms"]')], TRIGGER,
      "key 'trigger.kinds': 'forms' is not one of click, open, form"),
-    ("where_field", [("conversion = false", "converson = false")], JOURNEY,
+    ("where_field", [("conversion = false", "converson = false")], TRIGGER,
      "key 'trigger.where.converson': events of kinds form have no field 'converson'"),
-    ("where_type", [("conversion = false", 'conversion = "no"')], JOURNEY,
+    ("where_type", [("conversion = false", 'conversion = "no"')], TRIGGER,
      "key 'trigger.where.conversion': 'no' can never match, because the field is of type boolean"),
     ("trigger_key_of_other_on", [('{ on = "event", kinds = ["form"], where = { conversion = false } }',
-                                  '{ on = "score_crossed", threshold = 60, stage = "lead" }')], JOURNEY,
+                                  '{ on = "score_crossed", threshold = 60, stage = "lead" }')], TRIGGER,
      "key 'trigger.stage': unknown key for on = 'score_crossed'; use on, threshold, direction"),
     ("trigger_threshold", [('{ on = "event", kinds = ["form"], where = { conversion = false } }',
-                            '{ on = "score_crossed", threshold = 0 }')], JOURNEY,
+                            '{ on = "score_crossed", threshold = 0 }')], TRIGGER,
      "key 'trigger.threshold': expected a score in (0, 100], got 0"),
     ("exit_goal_stage", [('name = "welcome"',
-                          'name = "welcome"\nexit = [{ on = "stage_reached", stage = "client" }]')], JOURNEY,
+                          'name = "welcome"\nexit = [{ on = "stage_reached", stage = "client" }]')], NAME + 1,
      "journey 1 ('welcome'): exit goal 1: key 'stage': 'client' is not one of subscriber, lead"),
-    ("reentry_after_without_after_exit", [('name = "welcome"', 'name = "welcome"\nreentry_after = "30d"')], JOURNEY,
+    ("reentry_after_without_after_exit", [('name = "welcome"', 'name = "welcome"\nreentry_after = "30d"')], NAME + 1,
      "key 'reentry_after': applies only with reentry = 'after_exit'"),
-    ("reentry_value", [('name = "welcome"', 'name = "welcome"\nreentry = "always"')], JOURNEY,
+    ("reentry_value", [('name = "welcome"', 'name = "welcome"\nreentry = "always"')], NAME + 1,
      "key 'reentry': 'always' is not one of never, after_exit"),
     ("step_two_actions", [("handoff = {}", 'handoff = {}\nstage = "customer"')], SALES,
      "step 4 ('sales'): keys 'handoff' and 'stage' are both set"),
     ("step_no_action", [('id = "sales"\nhandoff = {}', 'id = "sales"')], SALES,
      "step 4 ('sales'): a step needs one of the keys send, wait, branch, handoff, stage"),
-    ("step_unknown_key", [("send = {", "sned = {")], HELLO,
+    ("step_unknown_key", [("send = {", "sned = {")], HELLO + 2,
      "step 1 ('hello'): key 'sned': unknown key; use id, next, send, wait, branch, handoff, stage"),
-    ("send_channel", [('channel = "email"', 'channel = "fax"')], HELLO,
+    ("send_channel", [('channel = "email"', 'channel = "fax"')], HELLO + 2,
      "step 1 ('hello'): key 'send.channel': 'fax' is not one of email, sms, push"),
-    ("send_template_missing", [(', template = "welcome"', "")], HELLO,
+    ("send_key_misspelt", [('template = "welcome"', 'tempalte = "welcome"')], HELLO + 2,
+     "step 1 ('hello'): key 'send.tempalte': unknown key; use channel, template, expires"),
+    ("send_template_missing", [(', template = "welcome"', "")], HELLO + 2,
      "step 1 ('hello'): key 'send.template' is missing"),
-    ("next_unknown_step", [('id = "pause"', 'id = "pause"\nnext = "pasue"')], PAUSE,
+    ("next_unknown_step", [('id = "pause"', 'id = "pause"\nnext = "pasue"')], PAUSE + 2,
      "step 2 ('pause'): key 'next': no step 'pasue' in this journey; use one of hello, pause, opened, sales or 'end'"),
-    ("step_id_duplicate", [('id = "pause"', 'id = "hello"')], PAUSE,
+    ("step_id_duplicate", [('id = "pause"', 'id = "hello"')], PAUSE + 1,
      "step 2 ('hello'): key 'id': duplicate step id 'hello'; step 1 already uses it"),
-    ("step_id_reserved", [('id = "pause"', 'id = "end"')], PAUSE,
+    ("step_id_reserved", [('id = "pause"', 'id = "end"')], PAUSE + 1,
      "step 2 ('end'): key 'id': 'end' is reserved"),
-    ("wait_too_long", [('duration = "2d"', 'duration = "61d"')], PAUSE,
+    ("wait_too_long", [('duration = "2d"', 'duration = "61d"')], PAUSE + 2,
      "key 'wait.duration': '61d' is out of range; use a duration from 1m to 60d"),
-    ("wait_weekday", [('duration = "2d"', 'until = "tusday 10:00"')], PAUSE,
+    ("wait_weekday", [('duration = "2d"', 'until = "tusday 10:00"')], PAUSE + 2,
      "key 'wait.until': 'tusday' in 'tusday 10:00' is not a weekday"),
-    ("wait_both_kinds", [('duration = "2d"', 'duration = "2d", until = "10:00"')], PAUSE,
+    ("wait_both_kinds", [('duration = "2d"', 'duration = "2d", until = "10:00"')], PAUSE + 2,
      "key 'wait': set exactly one of 'duration'"),
-    ("branch_on_wait_step", [('step = "hello"', 'step = "pause"')], OPENED,
+    ("branch_on_wait_step", [('step = "hello"', 'step = "pause"')], OPENED + 2,
      "step 3 ('opened'): key 'branch.step': 'pause' is a wait step; name a send step"),
     ("branch_on_later_send", [('step = "hello"', 'step = "sales"'),
-                              ("handoff = {}", 'send = { channel = "sms", template = "nudge" }')], OPENED,
+                              ("handoff = {}", 'send = { channel = "sms", template = "nudge" }')], OPENED + 2,
      "key 'branch.step': no path leads from step 'sales' to this branch"),
-    ("branch_engagement", [('engaged = "opened"', 'engaged = "read"')], OPENED,
+    ("branch_engagement", [('engaged = "opened"', 'engaged = "read"')], OPENED + 2,
      "key 'branch.engaged': 'read' is not one of opened, clicked, engaged"),
-    ("branch_else_unknown", [('then = "sales"', 'then = "sales", else = "nowhere"')], OPENED,
+    ("branch_else_unknown", [('then = "sales"', 'then = "sales", else = "nowhere"')], OPENED + 2,
      "key 'branch.else': no step 'nowhere' in this journey"),
-    ("branch_window_type", [('within = "2d"', "within = 2")], OPENED,
+    ("branch_window_type", [('within = "2d"', "within = 2")], OPENED + 2,
      "key 'branch.within': expected a duration such as '2d', got 2"),
-    ("branch_with_next", [('then = "sales" }', 'then = "sales" }\nnext = "end"')], OPENED,
+    ("branch_with_next", [('then = "sales" }', 'then = "sales" }\nnext = "end"')], OPENED + 3,
      "step 3 ('opened'): key 'next': a branch goes on to 'then' or 'else'"),
     ("loop_without_wait", [('id = "hello"', 'id = "hello"\nnext = "sales"'),
                            ("handoff = {}", 'handoff = {}\nnext = "hello"')], HELLO,
@@ -140,7 +157,7 @@ MISTAKES = [
     ("step_unreachable", [('then = "sales"', 'then = "end", else = "end"')], SALES,
      "step 4 ('sales'): no step leads to this one from the first step 'hello', so it never runs"),
     ("exit_not_list", [('name = "welcome"', 'name = "welcome"\nexit = { on = "score_above", threshold = 80 }')],
-     JOURNEY, "key 'exit': expected a list of goals"),
+     NAME + 1, "key 'exit': expected a list of goals"),
 ]
 
 
@@ -188,11 +205,38 @@ WHOLE_FILES = [
      "key 'journeys': expected [[journeys]] tables, got {'welcome': {'name': 'x'}}"),
     ("steps_missing", f'[lifecycle]\n\n[[journeys]]\nname = "x"\n{STAGE_TRIGGER}', 3,
      "journey 1 ('x'): key 'steps' is missing"),
-    ("steps_empty", f'[[journeys]]\nname = "x"\n{STAGE_TRIGGER}steps = []\n', 1,
+    ("steps_empty", f'[[journeys]]\nname = "x"\n{STAGE_TRIGGER}steps = []\n', 4,
      "journey 1 ('x'): key 'steps': expected one or more [[journeys.steps]] tables, got []"),
     ("journey_name_duplicate",
-     f'[[journeys]]\nname = "x"\n{STAGE_TRIGGER}{CUSTOMER_STEP}\n[[journeys]]\nname = "x"\n{STAGE_TRIGGER}{CUSTOMER_STEP}', 8,
+     f'[[journeys]]\nname = "x"\n{STAGE_TRIGGER}{CUSTOMER_STEP}\n[[journeys]]\nname = "x"\n{STAGE_TRIGGER}{CUSTOMER_STEP}', 9,
      "journey 2 ('x'): duplicate journey name; journey 1 already uses it"),
+    ("policy_caps_header_only", '[policy.caps]\nemail = { max = 3, per = "7d" }\nsms = { max = 0, per = "1d" }\n', 3,
+     "key 'policy.caps.sms.max': expected a whole number of at least 1, got 0"),
+    ("policy_dotted_at_top_level",
+     '# The policy as dotted keys, without a [policy] header.\n'
+     'policy.max_delay = "3d"\npolicy.time_zone = "Mars/Base"\n', 3,
+     "key 'policy.time_zone': unknown time zone 'Mars/Base'"),
+    ("caps_dotted_in_policy",
+     '[policy]\ncaps.email = { max = 3, per = "7d" }\ncaps.sms.per = "1d"\ncaps.sms.max = 0\n', 4,
+     "key 'policy.caps.sms.max': expected a whole number of at least 1, got 0"),
+    ("quiet_hours_header", '[policy]\ntime_zone = "UTC"\n\n[policy.quiet_hours]\nstart = "21:00"\nend = "21:00"\n', 6,
+     "key 'policy.quiet_hours.end': '21:00' equals 'start'"),
+    ("quoted_key", '[lifecycle]\nlead_on_form = true\n"customer_on_conversion" = "no"\n', 3,
+     "key 'lifecycle.customer_on_conversion': expected true or false, got 'no'"),
+    ("exit_goal_in_multiline_array",
+     f'[[journeys]]\nname = "x"\n{STAGE_TRIGGER}exit = [\n    {{ on = "score_above", threshold = 80 }},\n'
+     f'    {{ on = "stage_reached", stage = "client" }},\n]\n{CUSTOMER_STEP}', 4,
+     "journey 1 ('x'): exit goal 2: key 'stage': 'client' is not one of"),
+    ("inline_steps_in_multiline_array",
+     f'[[journeys]]\nname = "x"\n{STAGE_TRIGGER}steps = [\n    {{ id = "a", stage = "lead" }},\n'
+     '    { id = "b", stage = "leed" },\n]\n', 4,
+     "journey 1 ('x'): step 2 ('b'): key 'stage': 'leed' is not one of"),
+    # Strings and a comment contain text that looks like headers, keys and quotes, which must not count as such.
+    ("header_text_inside_strings",
+     '[[journeys]]\nname = """x \\""" [[journeys.steps]]\nid = "fake" """""\n'
+     'trigger = { on = "stage_changed", stage = "lead" }  # a comment with a quote "\n'
+     "[[journeys.steps]]\nid = '''a\n[lifecycle]\nstage = \"lead\"'''\nstage = \"leed\"\n", 9,
+     "key 'stage': 'leed' is not one of"),
 ]
 
 
@@ -220,6 +264,28 @@ def test_inline_journey_error_names_journeys_key_line(tmp_path: Path) -> None:
         load_journeys(path)
 
     assert str(caught.value).startswith(f"{path}:2: journey 1 ('x'): step 1 ('a'): key 'stage': 'leed' is not one of")
+
+
+def test_header_lines_skip_multiline_strings(tmp_path: Path) -> None:
+    path = tmp_path / "journeys.toml"
+    path.write_text(f'[[journeys]]\nname = """x\n[[journeys.steps]]\nid = "fake"\n"""\n{STAGE_TRIGGER}'
+                    f'\n[[journeys.steps]]\nid = "a"\nstage = "lead"\n\n[[journeys]]\nname = "y"\n{STAGE_TRIGGER}'
+                    '\n[[journeys.steps]]\nid = "b"\nstage = "lead"\n')
+
+    first, second = load_journeys(path).journeys
+
+    assert (first.line, first.steps[0].line) == (1, 8)
+    assert (second.line, second.steps[0].line) == (12, 16)
+
+
+def test_layout_stops_at_unreadable_text() -> None:
+    # load_journeys passes only text that tomllib accepts, so this unterminated string checks the stop directly.
+    layout = Layout('[lifecycle]\nlead_on_form = true\nname = "unterminated\n[policy]\ntime_zone = "UTC"\n')
+
+    assert layout.unread_line == 3
+    assert layout.line(("lifecycle", "lead_on_form")) == 2
+    assert layout.line(("lifecycle", "name")) == 3
+    assert layout.line(("policy", "time_zone")) is None
 
 
 def test_inline_journey_lines_are_none(tmp_path: Path) -> None:
@@ -262,8 +328,19 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert book.policy.quiet_hours is None
     assert book.policy.caps == {}
     assert book.policy.max_delay_ms == 3 * DAY_MS
+    assert book.policy.stale_after_ms is None
     assert book.lifecycle.marketing_qualified_score == 40.0
     assert book.journeys == ()
+
+
+def test_policy_stale_after_parses(tmp_path: Path) -> None:
+    path = tmp_path / "journeys.toml"
+    path.write_text('[policy]\nstale_after = "6h"\n')
+
+    policy = load_journeys(path).policy
+
+    assert policy.stale_after_ms == 6 * HOUR_MS
+    assert policy.max_delay_ms == 3 * DAY_MS
 
 
 @pytest.mark.parametrize(("text", "milliseconds"), [
@@ -292,6 +369,7 @@ def test_shipped_journey_file_loads() -> None:
     assert book.policy.quiet_hours.end_minute == 8 * 60
     assert book.policy.quiet_hours.channels == MESSAGE_CHANNELS
     assert book.policy.max_delay_ms == 3 * DAY_MS
+    assert book.policy.stale_after_ms is None
     assert book.policy.caps == {"email": Cap("email", 3, 7 * DAY_MS), "sms": Cap("sms", 1, DAY_MS)}
     assert book.lifecycle.lead_on_form is True
     assert book.lifecycle.marketing_qualified_score == 40.0
