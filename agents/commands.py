@@ -56,7 +56,9 @@ def build_command(lead: dict[str, Any], decision: Decision, event: Event,
 
 
 def make_command(lead: dict[str, Any], origin: Origin, action: str, channel: str, template: str | None,
-                 expires_hours: float, reasons: list[dict[str, Any]], now_ms: int | None = None) -> dict[str, Any]:
+                 expires_hours: float, reasons: list[dict[str, Any]], now_ms: int | None = None,
+                 score: float | None = None) -> dict[str, Any]:
+    """Build a command; ``score`` replaces the lead's stored score, when given."""
     created = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     profile = lead["profile"]
     handoff = action == "handoff_sales"
@@ -72,7 +74,7 @@ def make_command(lead: dict[str, Any], origin: Origin, action: str, channel: str
         "event_time": origin.event_time,
         "created_at": created,
         "expires_at": created + int(expires_hours * 3_600_000),
-        "score": float(lead["score"] or 0.0),
+        "score": float(score if score is not None else lead["score"] or 0.0),
         "model_version": str(lead["model_version"]),
         "reasons": reasons,
         "personalisation": {

@@ -1,4 +1,4 @@
-"""Sending, deferring and releasing the commands of one lead under the delivery policy."""
+"""Sending, deferring and dropping the commands of one lead under the delivery policy."""
 
 from __future__ import annotations
 
@@ -11,48 +11,58 @@ from nurture.agents.policy import defer, due_entries, judge, record_channel_send
 # The profile field a message on each channel cannot go without.
 CONTACT_FIELDS = {"email": "email", "sms": "phone"}
 
+# (score, reasons) of the lead at a time; a None score means the lead's stored score.
+Assessment = tuple[float | None, list[dict[str, Any]]]
+
 
 class Dispatcher:
     """Applies the policy to each command of one lead and collects the ones that go out now.
 
-    ``reasons`` returns the score's top reasons; it is called at most once,
-    because contributions cost far more than a score.
+    ``assess(at_ms)`` returns the lead's score and top reasons at a time. It is
+    called once per distinct time, because contributions cost far more than a
+    score. ``now_ms`` is the worker clock's time: commands are stamped with it,
+    and the policy's ``stale_after`` is measured against it. Without it (offline
+    runs) commands get the system time and nothing counts as stale.
     """
 
-    def __init__(self, lead: dict[str, Any], policy: Policy, reasons: Callable[[], list[dict[str, Any]]],
+    def __init__(self, lead: dict[str, Any], policy: Policy, assess: Callable[[int], Assessment],
                  now_ms: int | None = None) -> None:
         self.lead = lead
         self.policy = policy
         self.now_ms = now_ms
         self.trigger_event_id = ""
         self.commands: list[dict[str, Any]] = []
-        self.held: list[tuple[str, str]] = []  # (rule, reason)
+        self.dropped: list[tuple[str, str]] = []  # (rule, reason)
         self.deferred: list[tuple[str, str, int]] = []  # (rule, reason, due)
-        self._reasons_source = reasons
-        self._reasons: list[dict[str, Any]] | None = None
+        self._assess = assess
+        self._assessments: dict[int, Assessment] = {}
 
-    def reasons(self) -> list[dict[str, Any]]:
-        if self._reasons is None:
-            self._reasons = self._reasons_source()
-        return self._reasons
+    def assessment(self, at_ms: int) -> Assessment:
+        if at_ms not in self._assessments:
+            self._assessments[at_ms] = self._assess(at_ms)
+        return self._assessments[at_ms]
+
+    def reasons(self, at_ms: int) -> list[dict[str, Any]]:
+        return self.assessment(at_ms)[1]
 
     def submit(self, command: dict[str, Any], at_ms: int, expires_hours: float) -> dict[str, Any]:
-        """Send, defer or hold ``command``; return its status record for the journey run."""
-        verdict = judge(self.lead, command["channel"], at_ms, self.policy)
-        status = {"send": "sent", "defer": "deferred", "hold": "held"}[verdict.action]
+        """Send, defer or drop ``command``; return its status record for the journey run."""
         record = {"command_id": command["command_id"], "template": command["template"],
-                  "status": status, "at": None, "due": verdict.due}
+                  "status": "sent", "at": None, "due": None, "reason": None}
+        if self._stale(at_ms):
+            return self._drop(command, record, "stale")
+        verdict = judge(self.lead, command["channel"], at_ms, self.policy)
+        if verdict.action == "hold":
+            return self._drop(command, record, verdict.reason)
         if verdict.action == "defer" and verdict.due - at_ms > self.policy.max_delay_ms:
-            record["status"] = "held"
-            self.held.append((command["rule"], f"deferred_too_long:{verdict.reason}"))
-        elif verdict.action == "defer":
+            return self._drop(command, record, f"deferred_too_long:{verdict.reason}")
+        if verdict.action == "defer":
             defer(self.lead, command, verdict, at_ms, expires_hours)
             self.deferred.append((command["rule"], verdict.reason, verdict.due))
-        elif verdict.action == "hold":
-            self.held.append((command["rule"], verdict.reason))
-        else:
-            self._send(command, at_ms)
-            record["at"] = at_ms
+            record.update(status="deferred", due=verdict.due, reason=verdict.reason)
+            return record
+        self._send(command, at_ms)
+        record["at"] = at_ms
         return record
 
     def journey_send(self, journey: Journey, step: Step, run: dict[str, Any], at_ms: int) -> dict[str, Any]:
@@ -65,37 +75,50 @@ class Dispatcher:
         )
         contact = CONTACT_FIELDS.get(step.channel)
         if contact is not None and not self.lead["profile"].get(contact):
-            self.held.append((origin.rule, f"no_{contact}"))
-            return {"command_id": origin.command_id, "template": step.template, "status": "held",
-                    "at": None, "due": None}
+            record = {"command_id": origin.command_id, "template": step.template, "status": "sent",
+                      "at": None, "due": None, "reason": None}
+            return self._drop({"rule": origin.rule}, record, f"no_{contact}")
+        score, reasons = self.assessment(at_ms)
         command = make_command(self.lead, origin, action, step.channel, step.template, step.expires_hours,
-                               self.reasons(), self.now_ms)
+                               reasons, self.now_ms, score=score)
         return self.submit(command, at_ms, step.expires_hours)
 
-    def release(self, now_ms: int) -> None:
-        """Submit again the outbox commands due at ``now_ms``, each at its own due time."""
-        for entry in due_entries(self.lead, now_ms):
+    def release(self, due_ms: int) -> None:
+        """Submit again the outbox commands due at ``due_ms``, each at its own due time."""
+        for entry in due_entries(self.lead, due_ms):
             command, due = entry["command"], entry["due"]
             verdict = judge(self.lead, command["channel"], due, self.policy)
-            if verdict.action == "defer" and verdict.due - entry["since"] <= self.policy.max_delay_ms:
+            if self._stale(due):
+                verdict_reason = "stale"
+            elif verdict.action == "defer" and verdict.due - entry["since"] <= self.policy.max_delay_ms:
                 self.lead["outbox"].append({**entry, "due": verdict.due, "reason": verdict.reason})
                 self.deferred.append((command["rule"], verdict.reason, verdict.due))
                 continue
-            if verdict.action == "send":
+            elif verdict.action == "send":
                 refresh_times(command, entry["expires_hours"], self.now_ms)
                 self._send(command, due)
-                self._update_run(command, "sent", due)
+                self._update_run(command, status="sent", at=due, reason=None)
                 continue
-            reason = verdict.reason if verdict.action == "hold" else f"deferred_too_long:{verdict.reason}"
-            self.held.append((command["rule"], reason))
-            self._update_run(command, "held", None)
+            else:
+                verdict_reason = verdict.reason if verdict.action == "hold" else f"deferred_too_long:{verdict.reason}"
+            self.dropped.append((command["rule"], verdict_reason))
+            self._update_run(command, status="dropped", at=None, reason=verdict_reason)
+
+    def _stale(self, at_ms: int) -> bool:
+        limit = self.policy.stale_after_ms
+        return limit is not None and self.now_ms is not None and self.now_ms - at_ms > limit
+
+    def _drop(self, command: dict[str, Any], record: dict[str, Any], reason: str) -> dict[str, Any]:
+        self.dropped.append((command["rule"], reason))
+        record.update(status="dropped", reason=reason)
+        return record
 
     def _send(self, command: dict[str, Any], at_ms: int) -> None:
         record_channel_send(self.lead, command["channel"], at_ms)
         self.commands.append(command)
 
-    def _update_run(self, command: dict[str, Any], status: str, at_ms: int | None) -> None:
+    def _update_run(self, command: dict[str, Any], **changes: Any) -> None:
         run = self.lead["journeys"].get(command.get("journey") or "")
         sent = run["sends"].get(command["step"]) if run else None
         if sent is not None and sent["command_id"] == command["command_id"]:
-            sent.update(status=status, at=at_ms)
+            sent.update(changes)

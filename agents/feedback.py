@@ -21,7 +21,7 @@ def apply_feedback(lead: dict[str, Any], feedback: Event) -> str | None:
     })
     deliveries.sort(key=lambda item: item["at"])
     del deliveries[:-DELIVERY_HISTORY_LENGTH]
-    _mark_journey_send(lead, attrs["command_id"], attrs["status"])
+    _mark_journey_send(lead, attrs["command_id"], attrs["status"], attrs.get("bounce"))
 
     if attrs["status"] == "opened":
         # An open reported by the delivery side counts like a tracking-pixel open.
@@ -34,8 +34,9 @@ def apply_feedback(lead: dict[str, Any], feedback: Event) -> str | None:
     return None
 
 
-def _mark_journey_send(lead: dict[str, Any], command_id: str, status: str) -> None:
+def _mark_journey_send(lead: dict[str, Any], command_id: str, status: str, bounce: str | None) -> None:
     for run in lead["journeys"].values():
         for sent in run["sends"].values():
             if sent["command_id"] == command_id:
                 sent["delivery"] = status
+                sent["bounce"] = bounce

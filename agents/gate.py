@@ -27,5 +27,7 @@ def hold_reason(lead: dict[str, Any], decision: Decision, at_ms: int) -> str | N
         return "cooldown"
     if rule.channel == "email" and not lead["profile"].get("email"):
         return "no_email_address"
+    if rule.action == "handoff_sales" and lead.get("stage") in ("sales_qualified", "customer"):
+        return "already_sales_qualified"  # a journey or another rule handed the lead over
 
     return None

@@ -27,11 +27,10 @@ import structlog
 
 import orjson
 
-from nurture.agents.feedback import apply_feedback
 from nurture.agents.journeys.engine import next_due
-from nurture.agents.pipeline import Outcome, Prepared, Runtime, decide, prepare, process_due
+from nurture.agents.pipeline import Outcome, Prepared, Runtime, decide, prepare, process_due, process_feedback
 from nurture.agents.shadow import ShadowStats
-from nurture.agents.state import decode_lead, encode_lead, remember_event
+from nurture.agents.state import decode_lead, encode_lead
 from nurture.schemas.records import Event
 from nurture.streams.codecs import DecodeError, decode_event, encode_command
 from nurture.streams.timers import index_key
@@ -68,13 +67,14 @@ class Inputs:
 
 @dataclass
 class _Pending:
-    """A valid event waiting for its score, or a lead whose timer notice came (event None)."""
+    """Work for the scoring thread: an event to score, feedback, or a lead whose timer notice came."""
 
+    kind: str  # "event", "feedback" or "notice"
     record: Any  # the Faust event, whose context table writes need
-    event: Event | None
+    event: Event | None  # the event or the feedback; None for a notice
     key: bytes
     lead: dict[str, Any]
-    prepared: Prepared | None
+    prepared: Prepared | None = None
     outcome: Outcome | None = None
     error: str | None = None
 
@@ -173,26 +173,16 @@ class IngestHandler:
 
     async def _feedback(self, record: Any, feedback: Event, batch: _Batch) -> None:
         key = record.message.key
-        try:
-            payload = None if key in batch.leads else self.table.get(key)
-            if key not in batch.leads and payload is None:
+        if key not in batch.leads:
+            payload = self.table.get(key)
+            if payload is None:
                 # Feedback never creates a lead: the lead may have been erased since.
                 log.warning("feedback_for_unknown_lead", lead_id=feedback.lead_id,
                             command_id=feedback.attrs["command_id"], status=feedback.attrs["status"])
                 return
-            lead = batch.leads.get(key) or decode_lead(payload, feedback.lead_id)
-            if not remember_event(lead, feedback.event_id, self.holder.runtime.recent_event_ids):
-                return
-            effect = apply_feedback(lead, feedback)
-        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
-            self._log_failure(record.message, feedback, exc)
-            await self._dead_letter(record.message, "processing_failed", f"{type(exc).__name__}: {exc}")
-            return
-        batch.leads[key] = lead
+            batch.leads[key] = decode_lead(payload, feedback.lead_id)
         batch.last_record[key] = record
-        if effect is not None:
-            log.info("channel_blocked", lead_id=feedback.lead_id, channel=feedback.attrs["channel"],
-                     command_id=feedback.attrs["command_id"], reason="hard_bounce")
+        batch.pending.append(_Pending("feedback", record, feedback, key, batch.leads[key]))
 
     async def _notice(self, record: Any, batch: _Batch) -> None:
         """Queue a lead whose timer index entry came due; a stale entry is removed."""
@@ -214,8 +204,8 @@ class IngestHandler:
             self._delete_index_entry(due, key)
         batch.leads[key] = lead
         batch.last_record[key] = record
-        if not any(item.event is None and item.key == key for item in batch.pending):
-            batch.pending.append(_Pending(record, None, key, lead, None))
+        if not any(item.kind == "notice" and item.key == key for item in batch.pending):
+            batch.pending.append(_Pending("notice", record, None, key, lead))
 
     def _delete_index_entry(self, due: int, key: bytes) -> None:
         entry = index_key(due, key)
@@ -232,8 +222,11 @@ class IngestHandler:
             await self._dead_letter(message, "missing_key", "record has no key; key events by lead_id")
             return None
         try:
+            # Events may run one day ahead of the worker clock, or of the system clock when
+            # a clock file holds an earlier time.
+            now_ms = max(self.clock.now_ms(), time.time_ns() // 1_000_000)
             return decode_event(self.kinds[message.topic], self.codecs[message.topic],
-                                message.value, message.key)
+                                message.value, message.key, now_ms)
         except DecodeError as exc:
             await self._dead_letter(message, exc.reason, str(exc))
             return None
@@ -253,7 +246,7 @@ class IngestHandler:
         if prepared is None:
             log.debug("event_duplicate_skipped", event_id=event.event_id, lead_id=event.lead_id)
             return
-        batch.pending.append(_Pending(record, event, key, lead, prepared))
+        batch.pending.append(_Pending("event", record, event, key, lead, prepared))
 
     async def _publish(self, pending: list[_Pending]) -> None:
         for item in pending:
@@ -279,7 +272,11 @@ class IngestHandler:
         for rule, reason, due in outcome.deferred:
             log.info("command_deferred", lead_id=lead_id, rule=rule, reason=reason, due=due)
         for journey, what, detail in outcome.journey_log:
-            log.info(f"journey_{what}", lead_id=lead_id, journey=journey, detail=detail)
+            # A lead that may not enter again meets its trigger often; that is routine.
+            emit = log.debug if what == "entry_skipped" else log.info
+            emit(f"journey_{what}", lead_id=lead_id, journey=journey, detail=detail)
+        if outcome.blocked is not None:
+            log.info("channel_blocked", lead_id=lead_id, reason="hard_bounce")
 
     def _log_failure(self, message: Any, event: Event, exc: Exception) -> None:
         log.error("event_processing_failed", topic=message.topic, partition=message.partition,
@@ -309,7 +306,8 @@ def _score_and_decide(pending: list[_Pending], runtime: Runtime, now_ms: int) ->
     """Score all event rows with one model call, then apply rules and journeys per item in order.
 
     Runs in the scoring thread. Only this agent touches the batch's lead rows, and
-    the event loop waits for this call before it reads them again.
+    the event loop waits for this call before it reads them again. ``now_ms`` is
+    the worker clock's time: notices fire what is due then, and commands are stamped with it.
     """
     events = [item for item in pending if item.prepared is not None]
     rows = [item.prepared.row for item in events]
@@ -318,12 +316,16 @@ def _score_and_decide(pending: list[_Pending], runtime: Runtime, now_ms: int) ->
     scored = {id(item): (score, shadow) for item, score, shadow in zip(events, scores, shadow_scores)}
     for item in pending:
         try:
-            if item.event is None:
-                item.outcome = process_due(item.lead, now_ms, runtime)
+            if item.kind == "notice":
+                item.outcome = process_due(item.lead, now_ms, runtime, now_ms)
+            elif item.kind == "feedback":
+                item.outcome = process_feedback(item.lead, item.event, runtime, now_ms)
             else:
                 score, shadow = scored[id(item)]
-                item.outcome = decide(item.lead, item.event, item.prepared, score, runtime, shadow_scored=shadow)
+                item.outcome = decide(item.lead, item.event, item.prepared, score, runtime, now_ms,
+                                      shadow_scored=shadow)
         except Exception as exc:  # noqa: BLE001 - reported as a dead letter by the caller
-            log.error("event_processing_failed", event_id=item.event.event_id if item.event else None,
+            log.error("event_processing_failed", kind=item.kind,
+                      event_id=item.event.event_id if item.event else None,
                       lead_id=item.lead_id, error=repr(exc), traceback=traceback.format_exc())
             item.error = f"{type(exc).__name__}: {exc}"

@@ -12,8 +12,8 @@ from nurture.agents.journeys.spec import STAGES, Lifecycle
 from nurture.schemas.records import Event
 
 STAGE_HISTORY_LENGTH = 20
-# A form of this name with an email address makes a lead a subscriber; any other
-# form with an email address makes it a lead.
+# A form of this name from a lead with an email address makes it a subscriber; any
+# other form makes such a lead a lead.
 SUBSCRIBE_FORM = "newsletter"
 
 
@@ -35,7 +35,8 @@ def stages_after_event(lead: dict[str, Any], event: Event, score: float, lifecyc
     """Apply the automatic stage moves ``event`` and ``score`` cause; return the new stages in order."""
     changed = []
     at = event.event_time
-    if event.kind == "form" and (event.attrs.get("fields") or {}).get("email"):
+    # The profile already holds this form's fields, so an address given earlier counts too.
+    if event.kind == "form" and lead["profile"].get("email"):
         if event.attrs.get("form") == SUBSCRIBE_FORM:
             target, cause = "subscriber", f"form:{SUBSCRIBE_FORM}"
         else:

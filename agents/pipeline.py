@@ -15,6 +15,7 @@ from typing import Any
 
 from nurture.agents.commands import build_command
 from nurture.agents.dispatch import Dispatcher
+from nurture.agents.feedback import apply_feedback
 from nurture.agents.gate import hold_reason
 from nurture.agents.journeys import engine
 from nurture.agents.journeys.spec import JourneyBook
@@ -47,6 +48,7 @@ class Outcome:
     held_back: list[tuple[str, str]] = field(default_factory=list)  # (rule, reason) by the rule gate
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (rule, reason) by the delivery policy
     deferred: list[tuple[str, str, int]] = field(default_factory=list)  # (rule, reason, due)
+    blocked: str | None = None  # feedback only: "channel_blocked" when a hard bounce closed a channel
     journey_log: list[tuple[str, str, str]] = field(default_factory=list)  # (journey, what, detail)
     # With a shadow model: the (rule, template) pairs it would have sent.
     shadow_sends: list[tuple[str, str | None]] | None = None
@@ -85,7 +87,8 @@ def decide(lead: dict[str, Any], event: Event, prepared: Prepared, scored: Score
         outcome.shadow_sends = _shadow_sends(lead, event, shadow_scored, runtime.rules,
                                              runtime.shadow.version)
     # Contributions cost far more than a score, so only commands pay for them.
-    dispatcher = Dispatcher(lead, runtime.book.policy, lambda: runtime.model.explain(prepared.row), now_ms)
+    dispatcher = Dispatcher(lead, runtime.book.policy, lambda _: (None, runtime.model.explain(prepared.row)),
+                            now_ms)
     # Waits and deferred commands that came due before this event act before it.
     _run_due(lead, event.event_time, runtime, dispatcher, outcome)
     dispatcher.trigger_event_id = event.event_id
@@ -113,7 +116,7 @@ def _apply_rules(lead: dict[str, Any], event: Event, previous: float | None, sco
         if rule.action == "handoff_sales" and set_stage(lead, "sales_qualified", event.event_time,
                                                         f"rule:{rule.name}"):
             stages.append("sales_qualified")
-        command = build_command(lead, decision, event, dispatcher.reasons(), dispatcher.now_ms)
+        command = build_command(lead, decision, event, dispatcher.reasons(event.event_time), dispatcher.now_ms)
         record_send(lead, decision.send_key, rule.channel, event.event_time, command["command_id"])
         if decision.follows_up is not None:
             lead["sends"][decision.follows_up]["followed_up"] = True
@@ -125,10 +128,26 @@ def _apply_rules(lead: dict[str, Any], event: Event, previous: float | None, sco
 
 def process_due(lead: dict[str, Any], now_ms: int, runtime: Runtime,
                 created_ms: int | None = None) -> Outcome:
-    """Fire the journey waits and deferred commands of ``lead`` that are due at ``now_ms``."""
+    """Fire the journey waits and deferred commands of ``lead`` that are due at ``now_ms``.
+
+    ``created_ms`` is the worker clock's time, which stamps the commands.
+    """
     outcome = Outcome(score=lead.get("score"))
-    dispatcher = Dispatcher(lead, runtime.book.policy, lambda: _current_reasons(lead, runtime), created_ms)
+    dispatcher = Dispatcher(lead, runtime.book.policy, lambda at: _assess_at(lead, at, runtime), created_ms)
     context = _run_due(lead, now_ms, runtime, dispatcher, outcome)
+    return _finish(outcome, dispatcher, context)
+
+
+def process_feedback(lead: dict[str, Any], feedback: Event, runtime: Runtime,
+                     created_ms: int | None = None) -> Outcome:
+    """Apply a delivery outcome, then let branches waiting for engagement look again."""
+    if not remember_event(lead, feedback.event_id, runtime.recent_event_ids):
+        return Outcome(duplicate=True)
+    outcome = Outcome(score=lead.get("score"))
+    dispatcher = Dispatcher(lead, runtime.book.policy, lambda at: _assess_at(lead, at, runtime), created_ms)
+    context = _run_due(lead, feedback.event_time, runtime, dispatcher, outcome)
+    outcome.blocked = apply_feedback(lead, feedback)
+    engine.on_engagement(context, feedback.event_time)
     return _finish(outcome, dispatcher, context)
 
 
@@ -150,15 +169,21 @@ def _run_due(lead: dict[str, Any], now_ms: int, runtime: Runtime, dispatcher: Di
 
 def _finish(outcome: Outcome, dispatcher: Dispatcher, context: engine.Context) -> Outcome:
     outcome.commands.extend(dispatcher.commands)
-    outcome.dropped.extend(dispatcher.held)
+    outcome.dropped.extend(dispatcher.dropped)
     outcome.deferred.extend(dispatcher.deferred)
     outcome.journey_log.extend(context.log)
     return outcome
 
 
-def _current_reasons(lead: dict[str, Any], runtime: Runtime) -> list[dict[str, Any]]:
-    at_ms = features.scoring_time(lead["features"])
-    return runtime.model.explain(features.vector(lead["features"], at_ms))
+def _assess_at(lead: dict[str, Any], at_ms: int, runtime: Runtime) -> tuple[float, list[dict[str, Any]]]:
+    """Score the lead and give its reasons as of ``at_ms``, which may lie after its latest event.
+
+    A wait that fires days after the lead's last event should not report
+    "2 opens in the last 24 hours" about opens three days old.
+    """
+    at_ms = max(at_ms, features.scoring_time(lead["features"]))
+    row = features.vector(lead["features"], at_ms)
+    return runtime.model.score([row])[0].score, runtime.model.explain(row)
 
 
 def _activity_detail(event: Event) -> str:

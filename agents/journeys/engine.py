@@ -22,7 +22,8 @@ from nurture.agents.policy import drop_journey_entries
 from nurture.agents.rules import matches_where
 from nurture.schemas.records import Event
 
-# Send = (journey, step, run, at_ms) -> {"command_id", "status": sent|deferred|held, "at", "due"}
+# Send = (journey, step, run, at_ms) -> {"command_id", "template", "status": sent|deferred|dropped,
+#                                         "at", "due", "reason"}
 Send = Callable[[Journey, Step, dict[str, Any], int], dict[str, Any]]
 MAX_STAGE_ROUNDS = 5  # stage changes that trigger journeys that change stages, and so on
 
@@ -41,6 +42,7 @@ def on_event(ctx: Context, event: Event, previous_score: float | None, score: fl
     """Move every journey of the lead for ``event``, after its score and automatic stage moves."""
     note_engagement(ctx.lead, event)
     at = event.event_time
+    retire_stale_runs(ctx, at)
     for journey in ctx.book.journeys:
         run = ctx.lead["journeys"].get(journey.name)
         if run is not None and run["status"] == "active":
@@ -56,6 +58,7 @@ def on_event(ctx: Context, event: Event, previous_score: float | None, score: fl
 
 def on_due(ctx: Context, now_ms: int) -> None:
     """Move the runs whose wait is due at ``now_ms``, each at its own due time."""
+    retire_stale_runs(ctx, now_ms)
     for journey in ctx.book.journeys:
         run = ctx.lead["journeys"].get(journey.name)
         if run is not None and run["status"] == "active" and run.get("due") is not None and run["due"] <= now_ms:
@@ -64,14 +67,40 @@ def on_due(ctx: Context, now_ms: int) -> None:
             _follow_stage_changes(ctx, at)
 
 
+def on_engagement(ctx: Context, at: int) -> None:
+    """Let branches that wait for engagement look again, after feedback marked a message."""
+    for journey in ctx.book.journeys:
+        run = ctx.lead["journeys"].get(journey.name)
+        if run is not None and run["status"] == "active" and run.get("waiting") == "engagement":
+            advance(ctx, journey, run, at)
+    _follow_stage_changes(ctx, at)
+
+
+def retire_stale_runs(ctx: Context, at: int) -> None:
+    """End active runs whose journey or current step the journey file no longer has."""
+    names = {journey.name: journey for journey in ctx.book.journeys}
+    for name, run in ctx.lead["journeys"].items():
+        if run["status"] != "active":
+            continue
+        journey = names.get(name)
+        if journey is None:
+            _end(ctx, None, run, at, "exited", "journey_removed", name)
+        elif run["step"] is not None and run["step"] not in {step.id for step in journey.steps}:
+            _end(ctx, journey, run, at, "exited", f"step_removed:{run['step']}")
+
+
 def enter(ctx: Context, journey: Journey, at: int, cause: str) -> bool:
     """Start a run of ``journey`` unless a run is active or re-entry is not allowed yet."""
     runs = ctx.lead["journeys"]
     previous = runs.get(journey.name)
     if previous is not None:
-        if previous["status"] == "active" or journey.reentry == "never":
+        if previous["status"] == "active":
+            return False
+        if journey.reentry == "never":
+            ctx.log.append((journey.name, "entry_skipped", "reentry_never"))
             return False
         if at < previous["ended_at"] + journey.reentry_after_ms:
+            ctx.log.append((journey.name, "entry_skipped", "reentry_after"))
             return False
     goal = _goal_met(journey, ctx.lead, None, ctx.lead.get("score") or 0.0, [])
     if goal is not None:
@@ -121,7 +150,7 @@ def _check_wait(ctx: Context, journey: Journey, step: Step, run: dict[str, Any],
         return _WAITING
 
     sent = run["sends"].get(step.step)
-    if sent is None or sent["status"] == "held":
+    if sent is None or sent["status"] == "dropped":
         return step.otherwise  # the message never went out, so it cannot have been opened
     if _engaged(sent, step):
         return step.then
@@ -159,21 +188,30 @@ def _execute(ctx: Context, journey: Journey, step: Step, run: dict[str, Any], at
         if set_stage(ctx.lead, step.stage, at, cause, upward_only=False):
             ctx.stage_changes.append(step.stage)
         return
-    if step.type == "handoff" and set_stage(ctx.lead, "sales_qualified", at, cause):
-        ctx.stage_changes.append("sales_qualified")
+    if step.type == "handoff":
+        if at_least(ctx.lead.get("stage"), "sales_qualified"):
+            # Sales has the lead already (a rule or another journey handed it over).
+            run["sends"][step.id] = {"command_id": None, "template": step.template, "status": "dropped",
+                                     "at": None, "due": None, "reason": "already_sales_qualified"}
+            ctx.log.append((journey.name, "step_skipped", f"{step.id}: already_sales_qualified"))
+            return
+        if set_stage(ctx.lead, "sales_qualified", at, cause):
+            ctx.stage_changes.append("sales_qualified")
     run["sends"][step.id] = ctx.send(journey, step, run, at)
 
 
-def _end(ctx: Context, journey: Journey, run: dict[str, Any], at: int, status: str, reason: str) -> None:
+def _end(ctx: Context, journey: Journey | None, run: dict[str, Any], at: int, status: str, reason: str,
+         name: str | None = None) -> None:
+    name = journey.name if journey is not None else name
     run.update(status=status, ended_at=at, end_reason=reason, due=None, waiting=None)
-    ctx.log.append((journey.name, status, reason))
+    ctx.log.append((name, status, reason))
     if status == "exited":
         # A lead that met a goal gets none of the run's messages still waiting to go out.
-        for entry in drop_journey_entries(ctx.lead, journey.name):
+        for entry in drop_journey_entries(ctx.lead, name):
             sent = run["sends"].get(entry["command"]["step"])
             if sent is not None:
-                sent["status"] = "dropped"
-            ctx.log.append((journey.name, "message_dropped", entry["command"]["command_id"]))
+                sent.update(status="dropped", reason="journey_exited")
+            ctx.log.append((name, "message_dropped", entry["command"]["command_id"]))
 
 
 def _follow_stage_changes(ctx: Context, at: int) -> None:
@@ -224,11 +262,14 @@ def _goal_met(journey: Journey, lead: dict[str, Any], event: Event | None, score
             return f"score_above:{goal.threshold:g}"
         if goal.on == "score_below" and lead.get("score") is not None and score < goal.threshold:
             return f"score_below:{goal.threshold:g}"
-        stage = lead.get("stage")
-        if goal.on == "stage_reached" and stage is not None \
-                and STAGES.index(stage) >= STAGES.index(goal.stage):
+        if goal.on == "stage_reached" and at_least(lead.get("stage"), goal.stage):
             return f"stage_reached:{goal.stage}"
     return None
+
+
+def at_least(stage: str | None, target: str) -> bool:
+    """Return True when ``stage`` is ``target`` or a later stage."""
+    return stage is not None and STAGES.index(stage) >= STAGES.index(target)
 
 
 def note_engagement(lead: dict[str, Any], event: Event) -> None:

@@ -62,9 +62,18 @@ def test_worker_with_bad_journeys_names_the_line(tmp_path: Path, model_dir: Path
                   NURTURE_WORKER_MODEL_DIR=str(model_dir))
 
     assert result.returncode == 1
-    assert f"{journeys}:5: journey 1 ('j'): step 1 ('pause')" in result.stderr
+    assert f"{journeys}:7: journey 1 ('j'): step 1 ('pause')" in result.stderr
     assert "'90d'" in result.stderr
     assert "Ready" not in result.stderr
+
+
+def test_journeys_show_without_broker_says_so(tmp_path: Path) -> None:
+    result = _run(["journeys", "show", "lead-1"], tmp_path)
+
+    assert result.returncode == 1
+    assert "cannot read the lead table from the Kafka broker at 127.0.0.1:9" in result.stderr
+    assert "make kafka" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_train_writes_model_and_card(tmp_path: Path) -> None:

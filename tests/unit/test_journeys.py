@@ -347,3 +347,100 @@ def test_exit_drops_deferred_message(model, tmp_path):
     assert lead["outbox"] == []
     assert lead["journeys"]["onboarding"]["sends"]["welcome"]["status"] == "dropped"
     assert process_due(lead, _utc("2025-01-16 08:00"), runtime).commands == []
+
+
+def test_feedback_open_moves_branch_at_once(model, tmp_path):
+    from nurture.agents.pipeline import process_feedback
+
+    runtime = _runtime(model, tmp_path)
+    lead = new_lead("lead-1")
+    welcome = process_event(lead, _signup(), runtime).commands[0]
+    outcome = process_feedback(lead, _feedback(welcome, "opened"), runtime)
+    assert _templates(outcome.commands) == ["guide"]
+    assert process_feedback(lead, _feedback(welcome, "opened"), runtime).duplicate
+
+
+def test_handoff_goes_once_per_lead(model, tmp_path):
+    import dataclasses
+
+    # The default hand-off rule with a threshold these few events reach.
+    rules = [dataclasses.replace(rule, threshold=20.0)
+             for rule in load_rules(Path(__file__).parents[2] / "config" / "rules.toml")
+             if rule.name == "sales_handoff"]
+    runtime = _runtime(model, tmp_path, rules=rules)
+    lead = new_lead("lead-1")
+    welcome = process_event(lead, _signup(), runtime).commands[0]
+    process_event(lead, open_("lead-1", T0 + 11 * HOUR_MS, command_id=welcome["command_id"]), runtime)
+    handoffs = process_due(lead, next_due(lead), runtime).commands
+    assert [command["action"] for command in handoffs] == ["handoff_sales"]
+    # The score now crosses the rule's threshold, but sales already has the lead.
+    lead["score"] = 0.0
+    later = [click("lead-1", T0 + 3 * DAY_MS + minute * 60_000, page=page)
+             for minute, page in enumerate(["add_to_cart", "checkout", "checkout", "purchase"] * 3)]
+    outcomes = [process_event(lead, event, runtime) for event in later]
+    assert max(outcome.score for outcome in outcomes) >= 20
+    assert "handoff_sales" not in [c["action"] for outcome in outcomes for c in outcome.commands]
+    assert ("sales_handoff", "already_sales_qualified") in [
+        held for outcome in outcomes for held in outcome.held_back]
+
+
+def test_handoff_step_skipped_when_sales_has_lead(model, tmp_path):
+    runtime = _runtime(model, tmp_path)
+    lead = new_lead("lead-1")
+    welcome = process_event(lead, _signup(), runtime).commands[0]
+    process_event(lead, open_("lead-1", T0 + 11 * HOUR_MS, command_id=welcome["command_id"]), runtime)
+    lead["stage"] = "sales_qualified"
+    assert process_due(lead, next_due(lead), runtime).commands == []
+    sent = lead["journeys"]["onboarding"]["sends"]["to_sales"]
+    assert sent["status"] == "dropped"
+    assert sent["reason"] == "already_sales_qualified"
+
+
+def test_removed_step_ends_run(model, tmp_path):
+    runtime = _runtime(model, tmp_path)
+    lead = new_lead("lead-1")
+    process_event(lead, _signup(), runtime)
+    lead["journeys"]["onboarding"]["step"] = "renamed_since"
+    outcome = process_due(lead, next_due(lead), runtime)
+    run = lead["journeys"]["onboarding"]
+    assert run["status"] == "exited"
+    assert run["end_reason"] == "step_removed:renamed_since"
+    assert ("onboarding", "exited", "step_removed:renamed_since") in outcome.journey_log
+    assert next_due(lead) is None
+
+
+def test_removed_journey_ends_run(model, tmp_path):
+    runtime = _runtime(model, tmp_path)
+    lead = new_lead("lead-1")
+    process_event(lead, _signup(), runtime)
+    lead["journeys"]["retired"] = lead["journeys"].pop("onboarding")
+    process_due(lead, T0 + 30 * DAY_MS, runtime)
+    assert lead["journeys"]["retired"]["end_reason"] == "journey_removed"
+    assert next_due(lead) is None
+
+
+def test_stale_message_dropped(model, tmp_path):
+    import dataclasses
+
+    runtime = _runtime(model, tmp_path)
+    policy = dataclasses.replace(runtime.book.policy, stale_after_ms=DAY_MS)
+    runtime.book = dataclasses.replace(runtime.book, policy=policy)
+    lead = new_lead("lead-1")
+    outcome = process_event(lead, _signup(), runtime, now_ms=T0 + 10 * HOUR_MS + 2 * DAY_MS)
+    assert outcome.commands == []
+    assert ("onboarding/welcome", "stale") in outcome.dropped
+    fresh = process_event(new_lead("lead-2"), _signup("lead-2"), runtime, now_ms=T0 + 11 * HOUR_MS)
+    assert _templates(fresh.commands) == ["welcome_series"]
+
+
+def test_due_command_scored_at_due_time(model, tmp_path):
+    from nurture.scoring import features
+
+    runtime = _runtime(model, tmp_path)
+    lead = new_lead("lead-1")
+    process_event(lead, _signup(), runtime)
+    due = next_due(lead)
+    reminder = process_due(lead, due, runtime).commands[0]
+    expected = model.score([features.vector(lead["features"], due)])[0].score
+    assert reminder["score"] == pytest.approx(expected)
+    assert reminder["event_time"] == due
