@@ -160,6 +160,8 @@ def load_settings(
         for name, cls in _SECTIONS.items()
     }
     source = str(file_path) if file_path is not None else "defaults"
+    if any(place.startswith("environment variable") for place in where.values()):
+        source += " and environment variables"
 
     return Settings(**sections, source=source)
 

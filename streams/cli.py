@@ -123,6 +123,9 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tupl
              rules=[rule.name for rule in rules], journeys=[journey.name for journey in book.journeys],
              partitions=settings.kafka.partitions,
              settings_source=settings.source)
+    if worker.clock_file:
+        log.warning("worker_clock_from_file", clock_file=worker.clock_file,
+                    detail="journey waits follow the time in this file, not the system clock")
 
 
 @click.group()
@@ -282,12 +285,18 @@ def journeys_show(ctx: click.Context, lead_id: str, as_json: bool) -> None:
     from nurture.agents.journeys.progress import describe_lead
     from nurture.streams.leads import read_lead
 
+    from kafka.errors import KafkaError
+
     settings = _settings(ctx)
     try:
         book = load_journeys(settings.worker.journeys_file)
         lead = read_lead(settings, lead_id)
     except NurtureError as exc:
         raise click.ClickException(str(exc)) from exc
+    except KafkaError as exc:
+        raise click.ClickException(
+            f"cannot read the lead table from the Kafka broker at {settings.bootstrap_servers}: {exc!r}; "
+            "start it with `make kafka` or set NURTURE_BROKER") from exc
     if lead is None:
         raise click.ClickException(
             f"lead {lead_id!r} not found in the {settings.worker.app_id} lead table; "

@@ -21,13 +21,18 @@ def describe_lead(lead: dict[str, Any], book: JourneyBook, now_ms: int) -> str:
     lines = [
         f"Lead {lead['lead_id']}: stage {stage}, score {score:.1f}" if score is not None
         else f"Lead {lead['lead_id']}: stage {stage}, not scored yet",
-        f"Time zone {zone.key} ({'from the profile' if profile_zone == zone.key else 'the policy default'})",
+        f"Time zone {zone.key} ({_zone_source(profile_zone, zone.key)})",
     ]
     for at, name, cause in lead.get("stage_history", []):
         lines.append(f"  stage {name} at {when.text(at)} ({cause})")
     for journey in book.journeys:
         lines.append("")
         lines.extend(_describe_run(journey, lead["journeys"].get(journey.name), lead, when))
+    for name in sorted(set(lead["journeys"]) - {journey.name for journey in book.journeys}):
+        run = lead["journeys"][name]
+        lines.append("")
+        lines.append(f"Journey {name}: run {run['entry']}, {run['status']}; not in the journey file "
+                     f"{book.source}")
     if lead.get("outbox"):
         lines.append("")
         lines.append("Deferred commands:")
@@ -71,6 +76,11 @@ def _describe_run(journey: Journey, run: dict[str, Any] | None, lead: dict[str, 
     lines = [head]
     if run["status"] != "active":
         lines.append(f"  ended {when.text(run['ended_at'])}: {run['end_reason']}")
+        if journey.reentry == "after_exit":
+            lines.append(f"  may enter again from {when.text(run['ended_at'] + journey.reentry_after_ms)}")
+    elif run["step"] not in {step.id for step in journey.steps}:
+        lines.append(f"  at step {run['step']}, which the journey file no longer has; "
+                     "the run ends when the worker next handles this lead")
     else:
         step = journey.step_by_id(run["step"])
         lines.append(f"  at step {step.id} ({step.type}): {_waiting_text(step, run, lead)}")
@@ -97,8 +107,17 @@ def _waiting_text(step: Step, run: dict[str, Any], lead: dict[str, Any]) -> str:
     return "about to run"
 
 
+def _zone_source(profile_zone: Any, used: str) -> str:
+    if profile_zone == used:
+        return "from the profile"
+    if profile_zone:
+        return f"the policy default; the profile's {profile_zone!r} is not a valid IANA zone"
+    return "the policy default"
+
+
 def _send_text(sent: dict[str, Any], when: _Times) -> str:
-    parts = [f"command {sent['command_id']}", sent["status"]]
+    status = sent["status"] + (f": {sent['reason']}" if sent.get("reason") else "")
+    parts = [f"command {sent['command_id']}", status] if sent.get("command_id") else [status]
     if sent.get("at") is not None:
         parts.append(f"at {when.text(sent['at'])}")
     for mark in ("opened", "clicked"):
@@ -106,13 +125,16 @@ def _send_text(sent: dict[str, Any], when: _Times) -> str:
             parts.append(f"{mark} {when.text(sent[mark])}")
     if sent.get("delivery"):
         parts.append(f"delivery {sent['delivery']}")
+        if sent.get("bounce"):
+            parts[-1] += f" ({sent['bounce']})"
     return ", ".join(parts)
 
 
 def _trigger_text(journey: Journey) -> str:
     trigger = journey.trigger
     if trigger.on == "event":
-        return f"event {'/'.join(trigger.kinds)}" + (f" where {trigger.where}" if trigger.where else "")
+        where = ", ".join(f"{key} = {value!r}" for key, value in trigger.where.items())
+        return f"event {'/'.join(trigger.kinds)}" + (f" where {where}" if where else "")
     if trigger.on == "score_crossed":
         return f"score crosses {trigger.threshold:g} {trigger.direction}"
     return f"stage changes to {trigger.stage}"
