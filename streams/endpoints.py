@@ -1,0 +1,6 @@
+"""Paths the worker's web server answers, shared by the code, the tests and the deployment files."""
+
+METRICS = "/metrics"  # Prometheus text format
+LIVE = "/nurture/health/live"  # 200 while the worker process runs its event loop
+READY = "/nurture/health/ready"  # 200 once the tables are recovered and the agent consumes
+MODELS = "/nurture/models/"
