@@ -33,6 +33,7 @@ from nurture.agents.shadow import ShadowStats
 from nurture.agents.state import decode_lead, encode_lead
 from nurture.schemas.records import Event
 from nurture.streams.codecs import DecodeError, decode_event, encode_command
+from nurture.streams.metrics import Metrics
 from nurture.streams.timers import index_key
 
 log = structlog.get_logger("nurture.ingest")
@@ -94,7 +95,7 @@ class IngestHandler:
     """Per-batch logic of the ingest agent, independent of how records arrive."""
 
     def __init__(self, inputs: Inputs, table: Any, outputs: Outputs, holder: RuntimeHolder,
-                 index: Any, clock: Any, floors: Any = None) -> None:
+                 index: Any, clock: Any, floors: Any = None, metrics: Metrics | None = None) -> None:
         self.kinds = dict(inputs.kinds)
         self.codecs = dict(inputs.codecs)
         self.timers_topic = inputs.timers_topic
@@ -102,6 +103,7 @@ class IngestHandler:
         self.index = index  # the timer index table (streams/timers.py)
         self.clock = clock
         self.floors = floors  # streams.timers.Floors of the timer check; new entries lower them
+        self.metrics = metrics or Metrics()
         self.outputs = outputs
         self.holder = holder
         self.shadow_stats = ShadowStats()
@@ -117,6 +119,7 @@ class IngestHandler:
         decoded, notices = [], []
         for record in records:
             enter(record)
+            self.metrics.records_in.labels(record.message.topic).inc()
             if record.message.topic == self.timers_topic:
                 notices.append(record)
                 continue
@@ -144,7 +147,10 @@ class IngestHandler:
     async def _score_and_store(self, batch: _Batch, runtime: Runtime, enter: Callable[[Any], None]) -> None:
         loop = asyncio.get_running_loop()
         now_ms = self.clock.now_ms()
+        started = time.perf_counter()
         await loop.run_in_executor(self._executor, _score_and_decide, batch.pending, runtime, now_ms)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_records.observe(sum(1 for item in batch.pending if item.kind == "event"))
 
         for item in batch.pending:
             if item.error is not None:
@@ -258,19 +264,24 @@ class IngestHandler:
                 self.shadow_stats.add(outcome.live_sends, outcome.shadow_sends)
             for command in outcome.commands:
                 await self.outputs.send_command(item.key, encode_command(command))
+                self.metrics.commands_out.labels(command["action"], command["channel"]).inc()
+                if item.kind == "event":
+                    latency = time.time() - item.event.produced_at / 1000
+                    self.metrics.event_to_command_seconds.observe(max(latency, 0.0))
                 log.info("command_published", command_id=command["command_id"],
                          lead_id=item.lead_id, rule=command["rule"], action=command["action"],
                          template=command["template"], score=command["score"],
                          model_version=command["model_version"])
 
-    @staticmethod
-    def _log_outcome(lead_id: str, outcome: Outcome) -> None:
+    def _log_outcome(self, lead_id: str, outcome: Outcome) -> None:
         for rule, reason in outcome.held_back:
             log.debug("command_held", lead_id=lead_id, rule=rule, reason=reason)
         for rule, reason in outcome.dropped:
             log.info("command_dropped", lead_id=lead_id, rule=rule, reason=reason)
+            self.metrics.commands_dropped.labels(reason.split(":")[0]).inc()
         for rule, reason, due in outcome.deferred:
             log.info("command_deferred", lead_id=lead_id, rule=rule, reason=reason, due=due)
+            self.metrics.commands_deferred.labels(reason).inc()
         for journey, what, detail in outcome.journey_log:
             # A lead that may not enter again meets its trigger often; that is routine.
             emit = log.debug if what == "entry_skipped" else log.info
@@ -296,6 +307,7 @@ class IngestHandler:
             message.key, message.value or b"",
             [(name, value.encode("utf-8")) for name, value in headers.items()],
         )
+        self.metrics.dead_letters.labels(reason).inc()
         # The detail can quote field values, so it goes only to the dead-letter
         # record, which contains the original bytes anyway, and never to the log.
         log.warning("event_dead_lettered", reason=reason, topic=message.topic,

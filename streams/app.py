@@ -10,14 +10,18 @@ import faust
 import faust.streams as faust_streams
 import orjson
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from nurture.agents.ingest import IngestHandler, Inputs, Outputs, RuntimeHolder
 from nurture.config.settings import EVENT_KINDS, Settings
+from nurture.streams import endpoints
 from nurture.streams.clock import make_clock
 from nurture.streams.logs import logging_config
-from nurture.streams.timers import Floors, NoticeLog, find_due
+from nurture.streams.metrics import Metrics
+from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
 
 LEADS_TABLE = "leads"
+METRICS_INTERVAL_SECONDS = 5.0
 TIMERS_TABLE = "timers"
 log = structlog.get_logger("nurture.timers")
 
@@ -64,6 +68,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
 
     clock = make_clock(settings.worker.clock_file)
     floors = Floors()
+    metrics = Metrics()
     handler = IngestHandler(
         Inputs(topic_kinds, codecs, settings.timers_topic),
         table=leads,
@@ -72,6 +77,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         index=index,
         clock=clock,
         floors=floors,
+        metrics=metrics,
     )
 
     batch_size = settings.worker.batch_max_events
@@ -98,21 +104,56 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         changelog = index.changelog_topic.get_topic_name()
         partitions = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
         floors.assign(partitions)
+        count = DueCount()
         # NOTE: _dbs is private to Faust's RocksDB store (faust-streaming 0.11 to 0.15).
-        for notice in find_due(index.data._dbs, partitions, clock.now_ms(), notices, floors):
+        for notice in find_due(index.data._dbs, partitions, clock.now_ms(), notices, floors, count=count):
             await timers_topic.send(key=notice.lead_id, value=orjson.dumps({"due": notice.due_ms}),
                                     partition=notice.partition)
             log.debug("timer_due", lead_id=notice.lead_id.decode("utf-8", "replace"), due=notice.due_ms,
                       partition=notice.partition)
+        metrics.timers_due.set(count.due)
+        metrics.timers_overdue.set(count.overdue)
 
-    @app.page("/nurture/models/")
+    @app.timer(interval=METRICS_INTERVAL_SECONDS)
+    async def sample_metrics() -> None:
+        metrics.ready.set(1 if is_ready(app) else 0)
+        metrics.recovery_remaining.set(app.tables.recovery.active_remaining_total())
+        input_topics = {*topic_kinds, settings.timers_topic}
+        for tp in app.consumer.assignment():
+            if tp.topic in input_topics:
+                committed = app.consumer._committed_offset.get(tp) or 0
+                lag = max(app.consumer.highwater(tp) - committed, 0) if app.consumer.highwater(tp) else 0
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    @app.page(endpoints.LIVE)
+    async def live(web: Any, request: Any) -> Any:
+        return web.json({"live": True})
+
+    @app.page(endpoints.READY)
+    async def ready(web: Any, request: Any) -> Any:
+        ok = is_ready(app) and holder.runtime is not None
+        return web.json({"ready": ok}, status=200 if ok else 503)
+
+    @app.page(endpoints.METRICS)
+    async def metrics_page(web: Any, request: Any) -> Any:
+        # aiohttp rejects a charset in content_type, so the header is set whole.
+        return web.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page(endpoints.MODELS)
     async def models_page(web: Any, request: Any) -> Any:
         return web.json(model_status(holder, handler))
 
     app.nurture_handler = handler  # type: ignore[attr-defined]
     app.nurture_leads = leads  # type: ignore[attr-defined]
     app.nurture_index = index  # type: ignore[attr-defined]
+    app.nurture_metrics = metrics  # type: ignore[attr-defined]
     return app, holder
+
+
+def is_ready(app: faust.App) -> bool:
+    """Return True once the worker's tables are recovered and no rebalance is under way."""
+    recovery = app.tables.recovery
+    return recovery.completed.is_set() and not app.in_recovery and not app.rebalancing
 
 
 def enter_event(record: Any) -> None:

@@ -15,8 +15,23 @@ import structlog
 
 from nurture.config.settings import LogSettings
 
+_WORKER: dict[str, str] = {}
+
+
+def set_worker_id(worker_id: str) -> None:
+    """Stamp every later log line of this process, the libraries' lines too, with ``worker_id``."""
+    _WORKER["worker_id"] = worker_id
+
+
+def _add_worker_id(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for key, value in _WORKER.items():
+        event_dict.setdefault(key, value)
+    return event_dict
+
+
 _SHARED_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
+    _add_worker_id,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),

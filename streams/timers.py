@@ -117,9 +117,23 @@ class NoticeLog:
         self._sent = {key: at for key, at in self._sent.items() if now_ms - at < self.repeat_ms}
 
 
+@dataclass
+class DueCount:
+    """What the last check found: entries due, and those due more than ``OVERDUE_MS`` earlier."""
+
+    due: int = 0
+    overdue: int = 0
+
+
+OVERDUE_MS = 2_000  # a wait should fire within two seconds of its due time
+
+
 def find_due(dbs: dict[int, Any], partitions: set[int], now_ms: int, notices: NoticeLog,
-             floors: Floors | None = None, limit: int = 10_000) -> list[Notice]:
-    """Return the notices to send for the given partitions' index databases."""
+             floors: Floors | None = None, limit: int = 10_000, count: DueCount | None = None) -> list[Notice]:
+    """Return the notices to send for the given partitions' index databases.
+
+    ``count``, when given, is filled with the number of due and overdue entries seen.
+    """
     found: list[Notice] = []
     notices.forget_older_than(now_ms)
     for partition in sorted(partitions):
@@ -131,6 +145,9 @@ def find_due(dbs: dict[int, Any], partitions: set[int], now_ms: int, notices: No
         first = None
         for key in due_keys(db, now_ms, start, stops):
             first = first or key
+            if count is not None:
+                count.due += 1
+                count.overdue += parse_index_key(key)[0] < now_ms - OVERDUE_MS
             if notices.should_send(key, now_ms):
                 due_ms, lead_id = parse_index_key(key)
                 found.append(Notice(lead_id, due_ms, partition))
