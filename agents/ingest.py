@@ -30,6 +30,7 @@ import orjson
 from nurture.agents.journeys.engine import next_due
 from nurture.agents.pipeline import Outcome, Prepared, Runtime, decide, prepare, process_due, process_feedback
 from nurture.agents.shadow import ShadowStats
+from nurture.agents.sla import Objectives, SlaTracker
 from nurture.agents.state import decode_lead, encode_lead
 from nurture.schemas.records import Event
 from nurture.streams.codecs import DecodeError, decode_event, encode_command
@@ -95,7 +96,8 @@ class IngestHandler:
     """Per-batch logic of the ingest agent, independent of how records arrive."""
 
     def __init__(self, inputs: Inputs, table: Any, outputs: Outputs, holder: RuntimeHolder,
-                 index: Any, clock: Any, floors: Any = None, metrics: Metrics | None = None) -> None:
+                 index: Any, clock: Any, floors: Any = None, metrics: Metrics | None = None,
+                 sla: SlaTracker | None = None) -> None:
         self.kinds = dict(inputs.kinds)
         self.codecs = dict(inputs.codecs)
         self.timers_topic = inputs.timers_topic
@@ -104,6 +106,7 @@ class IngestHandler:
         self.clock = clock
         self.floors = floors  # streams.timers.Floors of the timer check; new entries lower them
         self.metrics = metrics or Metrics()
+        self.sla = sla or SlaTracker(Objectives())
         self.outputs = outputs
         self.holder = holder
         self.shadow_stats = ShadowStats()
@@ -288,6 +291,13 @@ class IngestHandler:
             emit(f"journey_{what}", lead_id=lead_id, journey=journey, detail=detail)
         if outcome.blocked is not None:
             log.info("channel_blocked", lead_id=lead_id, reason="hard_bounce")
+        delivery = outcome.delivery
+        if delivery is not None:
+            self.sla.observe(delivery.channel, delivery.status, delivery.at_ms, delivery.latency_ms)
+            self.metrics.delivery_outcomes.labels(delivery.channel, delivery.status).inc()
+            if delivery.latency_ms is not None:
+                self.metrics.delivery_seconds.labels(delivery.channel, delivery.status).observe(
+                    max(delivery.latency_ms, 0) / 1000)
 
     def _log_failure(self, message: Any, event: Event, exc: Exception) -> None:
         log.error("event_processing_failed", topic=message.topic, partition=message.partition,

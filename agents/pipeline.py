@@ -21,7 +21,7 @@ from nurture.agents.journeys import engine
 from nurture.agents.journeys.spec import JourneyBook
 from nurture.agents.lifecycle import set_stage, stages_after_event
 from nurture.agents.rules import Rule, evaluate
-from nurture.agents.state import record_activity, record_score, record_send, remember_event
+from nurture.agents.state import record_activity, record_issued, record_score, record_send, remember_event
 from nurture.schemas.records import Event
 from nurture.scoring import features
 from nurture.scoring.model import LeadModel, ScoredLead
@@ -40,6 +40,16 @@ class Runtime:
     book: JourneyBook = field(default_factory=JourneyBook)
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery outcome; ``latency_ms`` runs from the command's creation, None when unknown."""
+
+    channel: str
+    status: str
+    at_ms: int
+    latency_ms: int | None
+
+
 @dataclass
 class Outcome:
     duplicate: bool = False
@@ -49,6 +59,7 @@ class Outcome:
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (rule, reason) by the delivery policy
     deferred: list[tuple[str, str, int]] = field(default_factory=list)  # (rule, reason, due)
     blocked: str | None = None  # feedback only: "channel_blocked" when a hard bounce closed a channel
+    delivery: "Delivery | None" = None  # feedback only: the outcome, for service levels
     journey_log: list[tuple[str, str, str]] = field(default_factory=list)  # (journey, what, detail)
     # With a shadow model: the (rule, template) pairs it would have sent.
     shadow_sends: list[tuple[str, str | None]] | None = None
@@ -147,6 +158,9 @@ def process_feedback(lead: dict[str, Any], feedback: Event, runtime: Runtime,
     dispatcher = Dispatcher(lead, runtime.book.policy, lambda at: _assess_at(lead, at, runtime), created_ms)
     context = _run_due(lead, feedback.event_time, runtime, dispatcher, outcome)
     outcome.blocked = apply_feedback(lead, feedback)
+    issued = lead["issued"].get(feedback.attrs["command_id"])
+    outcome.delivery = Delivery(feedback.attrs["channel"], feedback.attrs["status"], feedback.event_time,
+                                feedback.event_time - issued[0] if issued else None)
     engine.on_engagement(context, feedback.event_time)
     return _finish(outcome, dispatcher, context)
 
@@ -168,6 +182,8 @@ def _run_due(lead: dict[str, Any], now_ms: int, runtime: Runtime, dispatcher: Di
 
 
 def _finish(outcome: Outcome, dispatcher: Dispatcher, context: engine.Context) -> Outcome:
+    for command in dispatcher.commands:
+        record_issued(context.lead, command)
     outcome.commands.extend(dispatcher.commands)
     outcome.dropped.extend(dispatcher.dropped)
     outcome.deferred.extend(dispatcher.deferred)

@@ -41,6 +41,7 @@ def _journey_fields() -> dict[str, Any]:
         "deliveries": [],  # latest delivery outcomes from nurture.feedback
         "recent": [],  # [at, kind, detail] of the latest events, without personal data
         "due": None,  # the earliest due time, the key of the lead in the timer index
+        "issued": {},  # command_id -> [created_at, channel] of recent commands, for delivery times
     }
 
 
@@ -95,3 +96,14 @@ def record_activity(lead: dict[str, Any], at_ms: int, kind: str, detail: str) ->
     recent.append([at_ms, kind, detail])
     recent.sort(key=lambda item: item[0])
     del recent[:-RECENT_ACTIVITY_LENGTH]
+
+
+ISSUED_LENGTH = 50
+
+
+def record_issued(lead: dict[str, Any], command: dict[str, Any]) -> None:
+    """Remember when a command was built, so that feedback about it can say how long delivery took."""
+    issued: dict[str, list[Any]] = lead["issued"]
+    issued[command["command_id"]] = [command["created_at"], command["channel"]]
+    for command_id in list(issued)[:-ISSUED_LENGTH]:
+        del issued[command_id]

@@ -22,6 +22,7 @@ from nurture.config.errors import ConfigError
 PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_RULES_FILE = PACKAGE_CONFIG_DIR / "rules.toml"
 DEFAULT_JOURNEYS_FILE = PACKAGE_CONFIG_DIR / "journeys.toml"
+DEFAULT_TEMPLATES_DIR = PACKAGE_CONFIG_DIR / "templates"
 EVENT_KINDS = ("click", "open", "form")
 CODECS = ("json", "avro")
 
@@ -91,6 +92,36 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class DeliverSettings:
+    """The reference email delivery worker, ``nurture deliver``."""
+
+    group_id: str = "nurture-deliver"  # Kafka consumer group on the commands topic
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_user: str = ""  # empty: no SMTP authentication
+    smtp_password_env: str = "SMTP_PASSWORD"  # name of the variable holding the password, read only with smtp_user
+    smtp_timeout_seconds: float = 30.0
+    from_address: str = "nurture@localhost"
+    templates_dir: str = str(DEFAULT_TEMPLATES_DIR)
+    state_dir: str = "var/deliver"  # SQLite file of handled command ids
+    max_attempts: int = 3  # SMTP attempts per command, counting the first
+    retry_seconds: float = 30.0  # wait between attempts after a temporary failure
+
+
+@dataclass(frozen=True)
+class SlaSettings:
+    """Delivery objectives per channel over a sliding window, from nurture.feedback."""
+
+    sent_p95_seconds: float = 300.0  # command created to sent, 95th percentile
+    delivered_p95_seconds: float = 900.0  # command created to delivered, 95th percentile
+    bounce_rate: float = 0.05  # bounced / (sent + failed)
+    failure_rate: float = 0.02  # failed / (sent + failed)
+    window_seconds: float = 3600.0
+    min_outcomes: int = 20  # fewer outcomes in the window are too few to judge
+
+
+@dataclass(frozen=True)
 class LogSettings:
     format: str = "auto"  # auto: JSON unless stderr is a terminal
     level: str = "info"
@@ -103,6 +134,8 @@ class Settings:
     codecs: CodecSettings = field(default_factory=CodecSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    deliver: DeliverSettings = field(default_factory=DeliverSettings)
+    sla: SlaSettings = field(default_factory=SlaSettings)
     source: str = "defaults"
 
     @property
@@ -126,6 +159,8 @@ _SECTIONS: dict[str, type] = {
     "codecs": CodecSettings,
     "worker": WorkerSettings,
     "log": LogSettings,
+    "deliver": DeliverSettings,
+    "sla": SlaSettings,
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("codecs", "click"): CODECS,
@@ -305,6 +340,12 @@ def _check_ranges(
         ("worker", "batch_max_events"): 1,
         ("worker", "batch_max_wait_ms"): 1,
         ("worker", "timer_check_ms"): 10,
+        ("deliver", "smtp_port"): 1,
+        ("deliver", "smtp_timeout_seconds"): 1,
+        ("deliver", "max_attempts"): 1,
+        ("deliver", "retry_seconds"): 0,
+        ("sla", "window_seconds"): 60,
+        ("sla", "min_outcomes"): 1,
     }
     for (section, key), minimum in minimums.items():
         if section != name:

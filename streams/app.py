@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import weakref
 from typing import Any
 
@@ -19,6 +20,7 @@ from nurture.streams.clock import make_clock
 from nurture.streams.logs import logging_config
 from nurture.streams.metrics import Metrics
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
+from nurture.agents.sla import Objectives, SlaTracker
 
 LEADS_TABLE = "leads"
 METRICS_INTERVAL_SECONDS = 5.0
@@ -69,6 +71,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     clock = make_clock(settings.worker.clock_file)
     floors = Floors()
     metrics = Metrics()
+    sla = SlaTracker(sla_objectives(settings))
     handler = IngestHandler(
         Inputs(topic_kinds, codecs, settings.timers_topic),
         table=leads,
@@ -78,6 +81,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         clock=clock,
         floors=floors,
         metrics=metrics,
+        sla=sla,
     )
 
     batch_size = settings.worker.batch_max_events
@@ -125,6 +129,20 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
                 lag = max(app.consumer.highwater(tp) - committed, 0) if app.consumer.highwater(tp) else 0
                 metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
+    @app.timer(interval=METRICS_INTERVAL_SECONDS)
+    async def check_sla() -> None:
+        for change in sla.check(clock.now_ms()):
+            metrics.sla_breached.labels(change.channel, change.objective).set(1 if change.breached else 0)
+            emit = log.warning if change.breached else log.info
+            emit("sla_breached" if change.breached else "sla_met_again", channel=change.channel,
+                 objective=change.objective, value=round(change.value, 3), target=change.target)
+
+    @app.page(endpoints.SLA)
+    async def sla_page(web: Any, request: Any) -> Any:
+        return web.json({"objectives": dataclasses.asdict(sla.objectives),
+                         "channels": sla.summary(clock.now_ms()),
+                         "breached": {channel: sorted(names) for channel, names in sla.breached().items()}})
+
     @app.page(endpoints.LIVE)
     async def live(web: Any, request: Any) -> Any:
         return web.json({"live": True})
@@ -148,6 +166,12 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     app.nurture_index = index  # type: ignore[attr-defined]
     app.nurture_metrics = metrics  # type: ignore[attr-defined]
     return app, holder
+
+
+def sla_objectives(settings: Settings) -> Objectives:
+    """Return the delivery objectives of the ``[sla]`` settings."""
+    values = dataclasses.asdict(settings.sla)
+    return Objectives(**{name: values[name] for name in values if name in Objectives.__dataclass_fields__})
 
 
 def is_ready(app: faust.App) -> bool:

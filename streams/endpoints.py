@@ -4,3 +4,4 @@ METRICS = "/metrics"  # Prometheus text format
 LIVE = "/nurture/health/live"  # 200 while the worker process runs its event loop
 READY = "/nurture/health/ready"  # 200 once the tables are recovered and the agent consumes
 MODELS = "/nurture/models/"
+SLA = "/nurture/sla/"  # delivery figures and objectives per channel, as JSON

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+DELIVERY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
 
@@ -53,6 +54,16 @@ class Metrics:
         self.timers_overdue = Gauge("nurture_timers_overdue",
                                     "Timer index entries due more than two seconds before the last check.",
                                     registry=registry)
+
+        self.delivery_seconds = Histogram(
+            "nurture_delivery_seconds", "From a command's creation to a delivery outcome, by channel and status.",
+            ["channel", "status"], buckets=DELIVERY_BUCKETS, registry=registry)
+        self.delivery_outcomes = Counter("nurture_delivery_outcomes_total",
+                                         "Delivery outcomes reported on the feedback topic, by channel and status.",
+                                         ["channel", "status"], registry=registry)
+        self.sla_breached = Gauge("nurture_sla_breached",
+                                  "1 while a channel misses a delivery objective over the SLA window.",
+                                  ["channel", "objective"], registry=registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -72,3 +72,11 @@ def test_log_is_json_with_worker_id_and_no_personal_data(worker):
     for personal in ("@example.com", "Zoë Łucja", "Łukasz", "Małgorzata", "Agnieszka"):
         assert personal not in text
         assert json.dumps(personal)[1:-1] not in text
+
+
+def test_sla_page_lists_objectives(worker):
+    status, body = _get(worker, endpoints.SLA)
+    assert status == 200
+    page = orjson.loads(body)
+    assert page["objectives"]["sent_p95_seconds"] == worker.settings.sla.sent_p95_seconds
+    assert isinstance(page["channels"], dict)

@@ -141,3 +141,16 @@ def test_invalid_feedback_dead_lettered(model, tmp_path):
     payload["status"] = "lost"
     setup.feed("feedback", b"a", orjson.dumps(payload))
     assert [letter["nurture.reason"] for letter in setup.recorder.dead_letters] == ["schema_invalid"]
+
+
+def test_feedback_feeds_delivery_levels(model, tmp_path):
+    setup = Setup(model, tmp_path)
+    setup.feed("events.form", b"a", encode_event(form("a", T0, fields={"email": "a@example.com"}), "json"))
+    hello = setup.recorder.commands[0]
+    assert hello["created_at"] == T0  # stamped by the worker clock
+    setup.feed("feedback", b"a", _feedback("a", hello["command_id"], "sent"))
+    summary = setup.handler.sla.summary(T0 + HOUR_MS)["email"]
+    assert summary["outcomes"] == 1
+    assert summary["sent_p50_seconds"] == 3600
+    histogram = setup.handler.metrics.delivery_seconds.labels("email", "sent")
+    assert histogram._sum.get() == 3600
