@@ -110,6 +110,15 @@ class DeliverSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """The worker's HTTP API and dashboard."""
+
+    # Bearer token every API and dashboard request must carry; empty refuses them all.
+    # Set it through NURTURE_API_TOKEN rather than a file under version control.
+    token: str = ""
+
+
+@dataclass(frozen=True)
 class SlaSettings:
     """Delivery objectives per channel over a sliding window, from nurture.feedback."""
 
@@ -136,6 +145,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     deliver: DeliverSettings = field(default_factory=DeliverSettings)
     sla: SlaSettings = field(default_factory=SlaSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     source: str = "defaults"
 
     @property
@@ -161,6 +171,7 @@ _SECTIONS: dict[str, type] = {
     "log": LogSettings,
     "deliver": DeliverSettings,
     "sla": SlaSettings,
+    "api": ApiSettings,
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("codecs", "click"): CODECS,
