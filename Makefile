@@ -9,6 +9,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 
 include make/kafka.mk
+include make/chromium.mk
 
 .PHONY: help venv test unit demo clean
 

@@ -17,6 +17,7 @@ from nurture.agents.ingest import IngestHandler, Inputs, Outputs, RuntimeHolder
 from nurture.config.settings import EVENT_KINDS, Settings
 from nurture.streams import endpoints
 from nurture.streams.clock import make_clock
+from nurture.streams.dashboard import register_dashboard
 from nurture.streams.logs import logging_config
 from nurture.streams.metrics import Metrics
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
@@ -161,6 +162,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     async def models_page(web: Any, request: Any) -> Any:
         return web.json(model_status(holder, handler))
 
+    register_dashboard(app, settings, handler, leads, metrics)
     app.nurture_handler = handler  # type: ignore[attr-defined]
     app.nurture_leads = leads  # type: ignore[attr-defined]
     app.nurture_index = index  # type: ignore[attr-defined]

@@ -5,3 +5,6 @@ LIVE = "/nurture/health/live"  # 200 while the worker process runs its event loo
 READY = "/nurture/health/ready"  # 200 once the tables are recovered and the agent consumes
 MODELS = "/nurture/models/"
 SLA = "/nurture/sla/"  # delivery figures and objectives per channel, as JSON
+DASHBOARD = "/nurture/dashboard/"  # the dashboard page; served without the token, it contains no data
+API_OVERVIEW = "/nurture/api/overview"  # throughput, lag, scores, funnel and commands of this worker, as JSON
+API_LEAD = "/nurture/api/leads/{lead_id}"  # one lead's timeline from this worker's table, as JSON
