@@ -19,7 +19,7 @@ chromium: ## Install Debian's chromium package for the dashboard test, unless ch
 		sudo=""; \
 		if [ "$$(id -u)" -ne 0 ]; then sudo=sudo; fi; \
 		echo "Installing Debian's chromium package for the dashboard test"; \
-		$$sudo apt-get update && $$sudo apt-get install -y chromium; \
+		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	fi
 
 test: chromium
