@@ -100,7 +100,7 @@ class DeliverSettings:
     smtp_port: int = 25
     smtp_starttls: bool = False
     smtp_user: str = ""  # empty: no SMTP authentication
-    smtp_password_env: str = "SMTP_PASSWORD"  # name of the variable holding the password, read only with smtp_user
+    smtp_password_env: str = "SMTP_PASSWORD"  # environment variable with the password, read only when smtp_user is set
     smtp_timeout_seconds: float = 30.0
     from_address: str = "nurture@localhost"
     templates_dir: str = str(DEFAULT_TEMPLATES_DIR)

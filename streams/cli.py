@@ -22,7 +22,7 @@ from nurture.agents.journeys.loader import load_journeys
 from nurture.agents.rules import load_rules
 from nurture.config.errors import NurtureError
 from nurture.config.settings import Settings, load_settings
-from nurture.streams.logs import configure_logging
+from nurture.streams.logs import configure_logging, set_worker_id, uses_json
 
 log = structlog.get_logger("nurture.cli")
 
@@ -62,6 +62,11 @@ def _add_commands(cli: click.Group, settings: Settings, holder: RuntimeHolder) -
         web_address = (options.get("web_bind") or settings.worker.web_host,
                        options.get("web_port") or settings.worker.web_port)
         _prepare_worker(settings, holder, web_address)
+        if uses_json(settings.log):
+            # Faust prints a text banner to stdout unless quiet; JSON logs must stay JSON.
+            from faust.cli.base import State
+
+            ctx.ensure_object(State).quiet = True
         return ctx.invoke(faust_worker, **options)
 
     cli.add_command(click.Command(
@@ -74,6 +79,9 @@ def _add_commands(cli: click.Group, settings: Settings, holder: RuntimeHolder) -
     cli.add_command(replay)
     cli.add_command(report)
     cli.add_command(journeys)
+    from nurture.streams.deliver_cli import deliver
+
+    cli.add_command(deliver)
 
 
 _loaded: list[Settings] = []
@@ -103,6 +111,9 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tupl
     from nurture.streams.topics import ensure_topics
 
     worker = settings.worker
+    # The host name tells replicas apart (a pod name under Kubernetes), the port
+    # tells apart workers that share a host.
+    set_worker_id(f"{socket.gethostname()}:{web_address[1]}")
     try:
         rules = load_rules(worker.rules_file)
         book = load_journeys(worker.journeys_file)
@@ -248,13 +259,18 @@ def replay(ctx: click.Context, history: str, since: str | None, until: str | Non
     click.echo(f"replayed {stats.events} events ({kinds}) in {stats.seconds:.1f} s")
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--wait-idle", default=0.0, show_default=True,
               help="First wait up to this many seconds for the worker to catch up.")
 @click.option("--top", default=5, show_default=True, help="How many top leads to show.")
 @click.pass_context
 def report(ctx: click.Context, wait_idle: float, top: int) -> None:
-    """Summarise the commands and dead letters on the topics."""
+    """Summarise the commands and dead letters on the topics.
+
+    `nurture report campaigns` exports campaign figures to a CSV or Parquet file instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from nurture.streams.report import format_report, read_report, wait_until_idle
 
     settings = _settings(ctx)
@@ -262,6 +278,44 @@ def report(ctx: click.Context, wait_idle: float, top: int) -> None:
     click.echo(format_report(read_report(settings), top=top))
     if result is not None and not result.idle:
         raise click.ClickException(f"the report above is incomplete: {result.reason}")
+
+
+@report.command("campaigns", short_help="Export campaign figures to a CSV or Parquet file.")
+@click.option("--since", default=None,
+              help="Count commands from this date on (YYYY-MM-DD, UTC, or an ISO date and time).")
+@click.option("--until", default=None,
+              help="Count commands before this date (YYYY-MM-DD, UTC, or an ISO date and time).")
+@click.option("--format", "file_format", type=click.Choice(["csv", "parquet"]), required=True,
+              help="File format of --out.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
+              help="File to write; an existing file is replaced.")
+@click.option("--conversion-days", default=7.0, show_default=True,
+              help="A command counts as converted when its lead converts within this many days after it.")
+@click.option("--time-field", type=click.Choice(["created_at", "event_time"]), default="created_at",
+              show_default=True,
+              help="Command time for the range and the conversion window; event_time suits a replayed history.")
+@click.pass_context
+def report_campaigns(ctx: click.Context, since: str | None, until: str | None, file_format: str,
+                     out_path: str, conversion_days: float, time_field: str) -> None:
+    """Export sent, delivered, opened, clicked, converted and unsubscribed per journey step, rule and template.
+
+    docs/reporting.md defines each column.
+    """
+    from nurture.streams.campaign_export import export_campaigns, format_summary
+    from nurture.streams.campaigns import ReportWindow
+
+    since_ms = _parse_date(since, "--since") if since else None
+    until_ms = _parse_date(until, "--until") if until else None
+    if since_ms is not None and until_ms is not None and since_ms >= until_ms:
+        raise click.BadParameter(f"{until!r} is not after --since {since!r}", param_hint="--until")
+    if conversion_days <= 0:
+        raise click.BadParameter("must be more than 0", param_hint="--conversion-days")
+    window = ReportWindow(since_ms, until_ms, conversion_days, time_field)
+    try:
+        result = export_campaigns(_settings(ctx), window, out_path, file_format)
+    except NurtureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_summary(result, out_path))
 
 
 @click.group()

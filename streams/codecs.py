@@ -72,6 +72,13 @@ def decode_command(payload: bytes) -> dict[str, Any]:
     return orjson.loads(payload)
 
 
+def encode_feedback(feedback: dict[str, Any]) -> bytes:
+    """Encode a delivery outcome as JSON after checking it against ``schemas/feedback.avsc``."""
+    if not fastavro.validation.validate(feedback, load_schema("feedback"), raise_errors=False):
+        fastavro.validation.validate(feedback, load_schema("feedback"), raise_errors=True)
+    return orjson.dumps(feedback)
+
+
 def _read_avro(schema: Any, payload: bytes) -> dict[str, Any]:
     buffer = io.BytesIO(payload)
     try:
