@@ -293,7 +293,8 @@ class IngestHandler:
             log.info("channel_blocked", lead_id=lead_id, reason="hard_bounce")
         delivery = outcome.delivery
         if delivery is not None:
-            self.sla.observe(delivery.channel, delivery.status, delivery.at_ms, delivery.latency_ms)
+            self.sla.observe(delivery.channel, delivery.status, delivery.at_ms, delivery.latency_ms,
+                             delivery.command_id)
             self.metrics.delivery_outcomes.labels(delivery.channel, delivery.status).inc()
             if delivery.latency_ms is not None:
                 self.metrics.delivery_seconds.labels(delivery.channel, delivery.status).observe(

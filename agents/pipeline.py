@@ -48,6 +48,7 @@ class Delivery:
     status: str
     at_ms: int
     latency_ms: int | None
+    command_id: str = ""
 
 
 @dataclass
@@ -160,7 +161,8 @@ def process_feedback(lead: dict[str, Any], feedback: Event, runtime: Runtime,
     outcome.blocked = apply_feedback(lead, feedback)
     issued = lead["issued"].get(feedback.attrs["command_id"])
     outcome.delivery = Delivery(feedback.attrs["channel"], feedback.attrs["status"], feedback.event_time,
-                                feedback.event_time - issued[0] if issued else None)
+                                feedback.event_time - issued[0] if issued else None,
+                                feedback.attrs["command_id"])
     engine.on_engagement(context, feedback.event_time)
     return _finish(outcome, dispatcher, context)
 

@@ -43,7 +43,7 @@ class Change:
 
 @dataclass
 class _Window:
-    # (time_ms, status, latency_ms or None), oldest first
+    # (time_ms, status, latency_ms or None, command_id), oldest first
     outcomes: deque = field(default_factory=deque)
     breached: set[str] = field(default_factory=set)
 
@@ -53,9 +53,10 @@ class SlaTracker:
         self.objectives = objectives
         self._channels: dict[str, _Window] = {}
 
-    def observe(self, channel: str, status: str, at_ms: int, latency_ms: int | None) -> None:
+    def observe(self, channel: str, status: str, at_ms: int, latency_ms: int | None,
+                command_id: str = "") -> None:
         """Record one outcome; ``latency_ms`` is None when the command's creation time is unknown."""
-        self._channels.setdefault(channel, _Window()).outcomes.append((at_ms, status, latency_ms))
+        self._channels.setdefault(channel, _Window()).outcomes.append((at_ms, status, latency_ms, command_id))
 
     def summary(self, now_ms: int) -> dict[str, dict[str, Any]]:
         """Return per channel the window's counts, rates and latency percentiles (seconds)."""
@@ -91,20 +92,24 @@ class SlaTracker:
     @staticmethod
     def _figures(window: _Window) -> dict[str, Any]:
         outcomes = list(window.outcomes)
-        count = len(outcomes)
-        statuses = [status for _, status, _ in outcomes]
-        sent = sorted(latency / 1000 for _, status, latency in outcomes if status == "sent" and latency is not None)
-        delivered = sorted(latency / 1000 for _, status, latency in outcomes
+        sent = sorted(latency / 1000 for _, status, latency, _ in outcomes if status == "sent" and latency is not None)
+        delivered = sorted(latency / 1000 for _, status, latency, _ in outcomes
                            if status == "delivered" and latency is not None)
-        # Every command ends as sent or failed, so those make the rate's denominator.
-        attempts = sum(1 for status in statuses if status in ("sent", "failed"))
+        # A command can be reported several times (sent, then delivered or bounced), so
+        # the rates count commands: those with an outcome, and those that bounced or failed.
+        commands = {(command_id or index) for index, (_, _, _, command_id) in enumerate(outcomes)}
+        bounced = {(command_id or index) for index, (_, status, _, command_id) in enumerate(outcomes)
+                   if status == "bounced"}
+        failed = {(command_id or index) for index, (_, status, _, command_id) in enumerate(outcomes)
+                  if status == "failed"}
         return {
-            "outcomes": count,
+            "outcomes": len(outcomes),
+            "commands": len(commands),
             "sent_p50_seconds": _percentile(sent, 50), "sent_p95_seconds": _percentile(sent, 95),
             "delivered_p50_seconds": _percentile(delivered, 50),
             "delivered_p95_seconds": _percentile(delivered, 95),
-            "bounce_rate": statuses.count("bounced") / attempts if attempts else None,
-            "failure_rate": statuses.count("failed") / attempts if attempts else None,
+            "bounce_rate": len(bounced) / len(commands) if commands else None,
+            "failure_rate": len(failed) / len(commands) if commands else None,
         }
 
 

@@ -124,8 +124,8 @@ class SlaSettings:
 
     sent_p95_seconds: float = 300.0  # command created to sent, 95th percentile
     delivered_p95_seconds: float = 900.0  # command created to delivered, 95th percentile
-    bounce_rate: float = 0.05  # bounced / (sent + failed)
-    failure_rate: float = 0.02  # failed / (sent + failed)
+    bounce_rate: float = 0.05  # commands that bounced / commands with an outcome
+    failure_rate: float = 0.02  # commands that failed / commands with an outcome
     window_seconds: float = 3600.0
     min_outcomes: int = 20  # fewer outcomes in the window are too few to judge
 

@@ -24,13 +24,13 @@ def read_lead(settings: Settings, lead_id: str) -> dict[str, Any] | None:
     """Return the latest stored row of ``lead_id``, or None when the table has none.
 
     The row sits in the partition its events were produced to. Producers that
-    use Kafka's default partitioner put it where murmur2 of the key says, so
-    that partition is read first and the others only when it has no row.
+    use Kafka's default partitioner pick the partition from murmur2 of the key,
+    so that partition is read first and the others only when it has no row.
     """
     topic = changelog_topic(settings)
     key = lead_id.encode("utf-8")
     # A broker that cannot be reached raises after the bootstrap timeout, and the caller
-    # reports that once; kafka-python's own line per connection attempt would only repeat it.
+    # reports that once. kafka-python's own line per connection attempt would only repeat it.
     kafka_log = logging.getLogger("kafka")
     level = kafka_log.level
     kafka_log.setLevel(max(level, logging.CRITICAL))

@@ -12,9 +12,9 @@ OBJECTIVES = Objectives(sent_p95_seconds=60, delivered_p95_seconds=120, bounce_r
 def _tracker(sent_latencies_s, statuses=()):
     tracker = SlaTracker(OBJECTIVES)
     for index, latency in enumerate(sent_latencies_s):
-        tracker.observe("email", "sent", T + index, int(latency * 1000))
+        tracker.observe("email", "sent", T + index, int(latency * 1000), f"s{index}")
     for index, status in enumerate(statuses):
-        tracker.observe("email", status, T + 1000 + index, None)
+        tracker.observe("email", status, T + 1000 + index, None, f"o{index}")
     return tracker
 
 
@@ -46,8 +46,8 @@ def test_breach_ends_when_window_moves_on():
 def test_bounce_and_failure_rates():
     tracker = _tracker([10] * 16, statuses=["bounced"] * 3 + ["failed"] * 4)
     summary = tracker.summary(T + 5000)["email"]
-    assert summary["bounce_rate"] == 3 / 20
-    assert summary["failure_rate"] == 4 / 20
+    assert summary["bounce_rate"] == 3 / 23
+    assert summary["failure_rate"] == 4 / 23
     breached = {c.objective for c in tracker.check(T + 5000) if c.breached}
     assert breached == {"bounce_rate", "failure_rate"}
 
@@ -55,3 +55,15 @@ def test_bounce_and_failure_rates():
 def test_too_few_outcomes_never_breach():
     tracker = _tracker([500] * 9)
     assert tracker.check(T + 2000) == []
+
+
+def test_rates_count_commands_not_reports():
+    tracker = SlaTracker(OBJECTIVES)
+    tracker.observe("email", "sent", T, 1_000, "c1")
+    tracker.observe("email", "bounced", T + 5, None, "c1")  # the same command bounced after it was sent
+    tracker.observe("email", "sent", T + 10, 1_000, "c2")
+    tracker.observe("email", "delivered", T + 20, 9_000, "c2")
+    summary = tracker.summary(T + 100)["email"]
+    assert summary["commands"] == 2
+    assert summary["bounce_rate"] == 0.5
+    assert summary["delivered_p95_seconds"] == 9
