@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 import faust.streams as faust_streams
+from mode import CrashingSupervisor
 import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -21,11 +22,11 @@ from nurture.streams.dashboard import register_dashboard
 from nurture.streams.logs import logging_config
 from nurture.streams.metrics import Metrics
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
+from nurture.streams.topics import TABLES
 from nurture.agents.sla import Objectives, SlaTracker
 
-LEADS_TABLE = "leads"
+LEADS_TABLE, TIMERS_TABLE = TABLES  # streams/topics.py creates their changelogs
 METRICS_INTERVAL_SECONDS = 5.0
-TIMERS_TABLE = "timers"
 log = structlog.get_logger("nurture.timers")
 
 
@@ -88,7 +89,9 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     batch_size = settings.worker.batch_max_events
     batch_wait_seconds = settings.worker.batch_max_wait_ms / 1000.0
 
-    @app.agent(inputs, name="nurture.ingest")
+    # A crashed agent stops the worker, so that its supervisor (systemd, Kubernetes)
+    # restarts it, instead of a process that looks alive but consumes nothing.
+    @app.agent(inputs, name="nurture.ingest", supervisor_strategy=CrashingSupervisor)
     async def ingest(stream: Any) -> None:
         async for records in stream.take_events(batch_size, within=batch_wait_seconds):
             await handler.handle_batch(records, enter_event)

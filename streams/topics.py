@@ -13,6 +13,8 @@ from nurture.config.settings import Settings
 
 log = structlog.get_logger("nurture.topics")
 
+TABLES = ("leads", "timers")  # the Faust tables of streams/app.py
+
 
 class TopicError(NurtureError):
     """Topics could not be created or do not have the partition count the engine needs."""
@@ -45,12 +47,12 @@ def ensure_topics(settings: Settings) -> list[TopicStatus]:
         for name in _names(settings):
             if name in existing:
                 continue
+            options = {"num_partitions": partitions_needed,
+                       "replication_factor": settings.kafka.replication_factor}
+            if name in changelog_topics(settings):
+                options["configs"] = {"cleanup.policy": "compact"}
             try:
-                admin.create_topics(
-                    {name: {"num_partitions": partitions_needed,
-                            "replication_factor": settings.kafka.replication_factor}},
-                    wait_for_metadata=True,
-                )
+                admin.create_topics({name: options}, wait_for_metadata=True)
                 created.append(name)
                 log.info("topic_created", topic=name, partitions=partitions_needed)
             except TopicAlreadyExistsError:
@@ -65,8 +67,19 @@ def ensure_topics(settings: Settings) -> list[TopicStatus]:
     return [TopicStatus(name, counts[name], name in created) for name in _names(settings)]
 
 
+def changelog_topics(settings: Settings) -> tuple[str, ...]:
+    """The tables' changelog topics, named as Faust names them (APP_ID-TABLE-changelog).
+
+    They are created here, before Faust starts, because a worker whose first
+    rebalance comes before Faust has created a new changelog finds it with no
+    partitions and stops its agent with PartitionsMismatch.
+    """
+    app_id = settings.worker.app_id
+    return tuple(f"{app_id}-{table}-changelog" for table in TABLES)
+
+
 def _names(settings: Settings) -> tuple[str, ...]:
-    return (*settings.topics.all_topics(), settings.timers_topic)
+    return (*settings.topics.all_topics(), settings.timers_topic, *changelog_topics(settings))
 
 
 def _partition_counts(admin: KafkaAdminClient, names: tuple[str, ...]) -> dict[str, int]:
@@ -79,7 +92,7 @@ def _partition_counts(admin: KafkaAdminClient, names: tuple[str, ...]) -> dict[s
 def _check_event_partitions(settings: Settings, counts: dict[str, int]) -> None:
     """Input topics share the lead table's partitioning, so their counts must match it."""
     partitions_needed = settings.kafka.partitions
-    for name in (*settings.topics.keyed_by_lead(), settings.timers_topic):
+    for name in (*settings.topics.keyed_by_lead(), settings.timers_topic, *changelog_topics(settings)):
         if counts.get(name) != partitions_needed:
             raise TopicError(
                 f"topic {name} has {counts.get(name)} partitions but the engine is set to "
