@@ -179,10 +179,18 @@ def sla_objectives(settings: Settings) -> Objectives:
     return Objectives(**{name: values[name] for name in values if name in Objectives.__dataclass_fields__})
 
 
-def is_ready(app: faust.App) -> bool:
-    """Return True once the worker's tables are recovered and no rebalance is under way."""
-    recovery = app.tables.recovery
-    return recovery.completed.is_set() and not app.in_recovery and not app.rebalancing
+def is_ready(app: Any) -> bool:
+    """Return True once the worker has recovered its tables after start.
+
+    It stays ready through later rebalances: every replica of the group goes
+    through each one, and a readiness that dropped with them would take all
+    replicas out at once and stall rolling updates.
+    """
+    if not getattr(app, "nurture_recovered", False):
+        recovery = app.tables.recovery
+        if recovery.completed.is_set() and not app.in_recovery and not app.rebalancing:
+            app.nurture_recovered = True
+    return bool(getattr(app, "nurture_recovered", False))
 
 
 def enter_event(record: Any) -> None:

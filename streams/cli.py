@@ -7,6 +7,7 @@ before any record is consumed: the rule and journey files, the model and the top
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import sys
 from datetime import datetime, timezone
@@ -62,6 +63,10 @@ def _add_commands(cli: click.Group, settings: Settings, holder: RuntimeHolder) -
         web_address = (options.get("web_bind") or settings.worker.web_host,
                        options.get("web_port") or settings.worker.web_port)
         _prepare_worker(settings, holder, web_address)
+        if ctx.get_parameter_source("loglevel") == click.core.ParameterSource.DEFAULT:
+            # Faust's own default is WARN, at which it also draws a progress spinner on
+            # stdout; [log] level is the engine's setting for both.
+            options["loglevel"] = FAUST_LOG_LEVELS[settings.log.level]
         if uses_json(settings.log):
             # Faust prints a text banner to stdout unless quiet; JSON logs must stay JSON.
             from faust.cli.base import State
@@ -85,11 +90,42 @@ def _add_commands(cli: click.Group, settings: Settings, holder: RuntimeHolder) -
 
 
 _loaded: list[Settings] = []
+FAUST_LOG_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "error": "error"}
 
 
 def _settings(ctx: click.Context) -> Settings:
     """Return the settings ``main`` loaded, so every command uses the same values."""
     return _loaded[0] if _loaded else load_settings()
+
+
+_held_locks: list[Any] = []  # open lock files, held until the process exits
+
+
+def _lock_data_dir(data_dir: str) -> None:
+    """Fail before start-up when another worker uses the same data directory.
+
+    RocksDB would refuse the second worker only after it joined the group and
+    made every replica rebalance twice, so the worker takes a lock file first.
+    """
+    import fcntl
+
+    path = Path(data_dir) / "nurture.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise click.ClickException(
+            f"data directory {data_dir} is in use by {holder}; give each worker its own "
+            "NURTURE_WORKER_DATA_DIR") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"worker pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    _held_locks.append(handle)
 
 
 def _check_web_port(host: str, port: int) -> None:
@@ -124,6 +160,7 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tupl
             holder.slots.append(ModelSlot.open("shadow", worker.shadow_model_dir,
                                                lambda m: setattr(runtime, "shadow", m)))
         _check_web_port(*web_address)
+        _lock_data_dir(worker.data_dir)
         ensure_topics(settings)
     except NurtureError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -17,8 +17,13 @@ def deliver(once: bool) -> None:
 
     Settings are in [deliver]; SIGTERM or SIGINT stops the worker after the command in hand.
     """
-    from nurture.streams.deliver import run_delivery  # imported late: kafka-python and Jinja2
+    import os
+    import socket
 
+    from nurture.streams.deliver import run_delivery  # imported late: kafka-python and Jinja2
+    from nurture.streams.logs import set_worker_id
+
+    set_worker_id(f"deliver@{socket.gethostname()}:{os.getpid()}")
     try:
         run_delivery(load_settings(), once=once)
     except NurtureError as exc:

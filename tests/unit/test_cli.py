@@ -76,6 +76,23 @@ def test_journeys_show_without_broker_says_so(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_worker_on_used_data_dir_stops(tmp_path: Path, model_dir: Path) -> None:
+    import fcntl
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with (data_dir / "nurture.lock").open("w") as held:
+        held.write("worker pid 4242 on elsewhere\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = _run(["worker"], tmp_path, NURTURE_WORKER_MODEL_DIR=str(model_dir))
+
+    assert result.returncode == 1
+    assert f"data directory {data_dir} is in use by worker pid 4242 on elsewhere" in result.stderr
+    assert "NURTURE_WORKER_DATA_DIR" in result.stderr
+    assert "Ready" not in result.stderr
+
+
 def test_train_writes_model_and_card(tmp_path: Path) -> None:
     history = Path(__file__).resolve().parents[2] / "data" / "ecom-clickstream" / "ecom.csv.gz"
     result = _run(["train", "--history", str(history), "--out", str(tmp_path / "m"),

@@ -1,4 +1,4 @@
-"""The readiness rule: tables recovered and no rebalance under way."""
+"""The readiness rule: ready once the tables are first recovered, and from then on."""
 
 from __future__ import annotations
 
@@ -26,3 +26,11 @@ def _app(recovered: bool, in_recovery: bool = False, rebalancing: bool = False) 
 ])
 def test_ready_only_after_recovery(recovered, in_recovery, rebalancing, ready):
     assert is_ready(_app(recovered, in_recovery, rebalancing)) is ready
+
+
+def test_stays_ready_through_later_rebalances():
+    app = _app(True)
+    assert is_ready(app)
+    app.rebalancing = True
+    app.in_recovery = True
+    assert is_ready(app)
