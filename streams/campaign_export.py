@@ -61,7 +61,7 @@ class ReadStats:
 @dataclass(frozen=True)
 class ExportResult:
     rows: int
-    commands: int  # sent commands, summed over the rows
+    commands: int  # commands in the range, summed over the rows
     stats: ReadStats
     repeated_commands: int
 
@@ -84,12 +84,12 @@ def export_campaigns(settings: Settings, window: ReportWindow, out_path: str | P
         output.discard()
         raise
 
-    return ExportResult(len(rows), sum(row.sent for row in rows), stats, tally.repeated_commands)
+    return ExportResult(len(rows), sum(row.commands for row in rows), stats, tally.repeated_commands)
 
 
 def format_summary(result: ExportResult, out_path: str | Path) -> str:
     """Describe an export in a few lines for the terminal."""
-    lines = [f"wrote {_count(result.rows, 'row')} ({_count(result.commands, 'sent command')}) to {out_path}"]
+    lines = [f"wrote {_count(result.rows, 'row')} ({_count(result.commands, 'command')}) to {out_path}"]
     if result.repeated_commands:
         lines.append(f"ignored {_count(result.repeated_commands, 'repeated command record')} "
                      "(a command_id published before)")

@@ -1,7 +1,7 @@
 """Campaign figures per journey step, rule and template, for ``nurture report campaigns``.
 
 The report reads ``nurture.commands``, ``nurture.feedback`` and the event
-topics and gives one row per key, with six counts and five rates. The
+topics and gives one row per key, with nine counts and seven rates. The
 definitions below are the contract that ``docs/reporting.md`` explains to BI users.
 
 Row key:
@@ -22,21 +22,26 @@ An open or a click names a command by its ``command_id``. One without a
 template whose command time is at or before the event's time. A ``command_id``
 that matches no command names nothing.
 
-- sent: distinct command ids whose command time is in ``[since, until)``. A
-  command published twice (a worker retried a batch) counts once, with the
-  fields of its earliest ``created_at``.
-- delivered: sent commands with a feedback record of status ``delivered``.
-- opened: sent commands named by an open event or a click event (a click on a
+- commands: distinct command ids whose command time is in ``[since, until)``,
+  whatever happened to them after publishing. A command published twice (a
+  worker retried a batch) counts once, with the fields of its earliest
+  ``created_at``. Every other count is a subset of these commands.
+- sent, delivered, bounced, failed: commands with at least one feedback record
+  of that status (``bounced`` of either bounce kind). Each status counts on its
+  own, so one command can count as both sent and bounced when the delivery
+  side reports a bounce after the send.
+- opened: commands named by an open event or a click event (a click on a
   link in a message means it was opened, as the worker counts it), or with a
   feedback record of status ``opened``. Repeated opens count once.
-- clicked: sent commands named by a click event, leaving out clicks on the
+- clicked: commands named by a click event, leaving out clicks on the
   unsubscribe link, which email platforms keep out of click rates too.
-- converted: sent commands whose lead has a conversion (a form event with
+- converted: commands whose lead has a conversion (a form event with
   ``conversion`` true) later than the command time and at most
   ``conversion_days`` after it.
-- unsubscribed: sent commands named by a click event whose page is ``unsubscribe``.
-- rates: delivered, opened, clicked, converted and unsubscribed divided by
-  sent. Every row has at least one sent command, so no rate divides by zero.
+- unsubscribed: commands named by a click event whose page is ``unsubscribe``.
+- rates: delivered, bounced, failed, opened, clicked, converted and
+  unsubscribed divided by commands. Every row has at least one command, so no
+  rate divides by zero.
 
 Feedback and events count whatever their own time, so the figures of a range
 that ended recently still grow as opens and conversions arrive.
@@ -57,10 +62,15 @@ NO_VALUE = "-"  # journey of a rule's command, template of a hand-off
 UNSUBSCRIBE_PAGE = "unsubscribe"
 
 KEY_COLUMNS = ("journey", "rule_or_step", "template")
-COUNT_COLUMNS = ("sent", "delivered", "opened", "clicked", "converted", "unsubscribed")
-# Each rate column with the count it divides by sent.
+COUNT_COLUMNS = ("commands", "sent", "delivered", "bounced", "failed", "opened", "clicked", "converted",
+                 "unsubscribed")
+# Feedback statuses (schemas/feedback.avsc) that have a count column of the same name.
+FEEDBACK_COUNT_STATUSES = ("sent", "delivered", "bounced", "failed")
+# Each rate column with the count that it divides by commands.
 RATE_COLUMNS = {
     "delivery_rate": "delivered",
+    "bounce_rate": "bounced",
+    "failure_rate": "failed",
     "open_rate": "opened",
     "click_rate": "clicked",
     "conversion_rate": "converted",
@@ -135,15 +145,18 @@ class CampaignRow:
     journey: str
     rule_or_step: str
     template: str
+    commands: int = 0
     sent: int = 0
     delivered: int = 0
+    bounced: int = 0
+    failed: int = 0
     opened: int = 0
     clicked: int = 0
     converted: int = 0
     unsubscribed: int = 0
 
     def rate(self, count_column: str) -> float:
-        return getattr(self, count_column) / self.sent if self.sent else 0.0
+        return getattr(self, count_column) / self.commands if self.commands else 0.0
 
     def as_dict(self) -> dict[str, str | int | float]:
         """Return the row's values under the names of ``COLUMNS``, in that order."""
@@ -174,7 +187,9 @@ class CampaignTally:
     repeated_commands: int = 0  # records whose command_id an earlier record had
     opens: list[_Engagement] = field(default_factory=list)
     clicks: list[_Engagement] = field(default_factory=list)
-    delivered_ids: set[str] = field(default_factory=set)
+    # Command ids per feedback status of FEEDBACK_COUNT_STATUSES.
+    feedback_ids: dict[str, set[str]] = field(
+        default_factory=lambda: {status: set() for status in FEEDBACK_COUNT_STATUSES})
     opened_ids: set[str] = field(default_factory=set)  # from feedback status opened
     conversions: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
 
@@ -192,8 +207,8 @@ class CampaignTally:
         """Add an open, click, form or feedback event; events that count for nothing are dropped."""
         attrs = event.attrs
         if event.kind == "feedback":
-            if attrs["status"] == "delivered":
-                self.delivered_ids.add(attrs["command_id"])
+            if attrs["status"] in self.feedback_ids:
+                self.feedback_ids[attrs["status"]].add(attrs["command_id"])
             elif attrs["status"] == "opened":
                 self.opened_ids.add(attrs["command_id"])
         elif event.kind == "form":
@@ -229,8 +244,11 @@ class CampaignTally:
             row = rows.get(command.key)
             if row is None:
                 row = rows[command.key] = CampaignRow(*command.key)
-            row.sent += 1
-            row.delivered += command.command_id in self.delivered_ids
+            row.commands += 1
+            row.sent += command.command_id in self.feedback_ids["sent"]
+            row.delivered += command.command_id in self.feedback_ids["delivered"]
+            row.bounced += command.command_id in self.feedback_ids["bounced"]
+            row.failed += command.command_id in self.feedback_ids["failed"]
             row.opened += command.command_id in opened
             row.clicked += command.command_id in clicked
             row.unsubscribed += command.command_id in unsubscribed

@@ -334,7 +334,7 @@ def report(ctx: click.Context, wait_idle: float, top: int) -> None:
 @click.pass_context
 def report_campaigns(ctx: click.Context, since: str | None, until: str | None, file_format: str,
                      out_path: str, conversion_days: float, time_field: str) -> None:
-    """Export sent, delivered, opened, clicked, converted and unsubscribed per journey step, rule and template.
+    """Export commands, sent, delivered, bounced, failed, opened, clicked, converted and unsubscribed per step, rule and template.
 
     docs/reporting.md defines each column.
     """

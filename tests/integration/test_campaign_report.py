@@ -24,15 +24,16 @@ from nurture.streams.codecs import encode_command, encode_event
 NURTURE = str(Path(sys.executable).with_name("nurture"))
 SINCE, UNTIL = "2024-06-01", "2024-06-08"  # T0 is 2024-06-01 00:00 UTC
 
-# (journey, rule_or_step, template) -> sent, delivered, opened, clicked, converted, unsubscribed
+COUNTS = ("commands", "sent", "delivered", "bounced", "failed", "opened", "clicked", "converted", "unsubscribed")
+# (journey, rule_or_step, template) -> the counts of COUNTS, in that order
 EXPECTED = {
-    ("-", "sales_handoff", "-"): (1, 0, 0, 0, 1, 0),
-    ("-", "welcome", "welcome"): (3, 2, 2, 1, 1, 0),
-    ("onboarding", "case_study", "customer_stories"): (2, 1, 2, 0, 1, 1),
+    ("-", "sales_handoff", "-"): (1, 0, 0, 0, 0, 0, 0, 1, 0),
+    ("-", "welcome", "welcome"): (3, 3, 2, 1, 0, 2, 1, 1, 0),
+    ("onboarding", "case_study", "customer_stories"): (3, 1, 1, 0, 1, 2, 0, 1, 1),
 }
-COUNTS = ("sent", "delivered", "opened", "clicked", "converted", "unsubscribed")
-RATES = {"delivery_rate": "delivered", "open_rate": "opened", "click_rate": "clicked",
-         "conversion_rate": "converted", "unsubscribe_rate": "unsubscribed"}
+RATES = {"delivery_rate": "delivered", "bounce_rate": "bounced", "failure_rate": "failed",
+         "open_rate": "opened", "click_rate": "clicked", "conversion_rate": "converted",
+         "unsubscribe_rate": "unsubscribed"}
 
 
 @pytest.fixture()
@@ -90,17 +91,24 @@ def _scenario(run: str) -> tuple[list[dict[str, Any]], list[Event]]:
         _command("cc", c, T0 + 3 * HOUR_MS),
         _command("ja", a, T0 + DAY_MS, template="customer_stories", journey="onboarding", step="case_study"),
         _command("jb", b, T0 + DAY_MS, template="customer_stories", journey="onboarding", step="case_study"),
+        _command("jc", c, T0 + DAY_MS, template="customer_stories", journey="onboarding", step="case_study"),
         _command("hd", d, T0 + 2 * DAY_MS, rule="sales_handoff", template=None),
         _command("old", d, T0 - DAY_MS),  # before --since
         _command("late", d, T0 + 7 * DAY_MS),  # at --until, which is excluded
         _command("ca", a, T0 + 5 * HOUR_MS),  # the same command published again
     ]
     events = [
+        _feedback("ca", a, "sent", T0 + HOUR_MS),
         _feedback("ca", a, "delivered", T0 + 2 * HOUR_MS),
+        _feedback("cb", b, "sent", T0 + 2 * HOUR_MS),
         _feedback("cb", b, "delivered", T0 + 3 * HOUR_MS),
-        _feedback("cc", c, "bounced", T0 + 4 * HOUR_MS),
+        _feedback("cc", c, "sent", T0 + 3 * HOUR_MS),
+        _feedback("cc", c, "bounced", T0 + 4 * HOUR_MS),  # sent, then bounced: counts in both
+        _feedback("ja", a, "sent", T0 + DAY_MS),
         _feedback("ja", a, "delivered", T0 + DAY_MS + HOUR_MS),
         _feedback("jb", b, "opened", T0 + DAY_MS + 2 * HOUR_MS),
+        _feedback("jc", c, "failed", T0 + DAY_MS),
+        _feedback("old", d, "sent", T0 - DAY_MS),
         _feedback("old", d, "delivered", T0 - DAY_MS + HOUR_MS),
         open_(a, T0 + 3 * HOUR_MS, command_id="ca"),
         open_(a, T0 + 6 * HOUR_MS, command_id="ca"),  # a repeated open counts once
@@ -129,7 +137,7 @@ def _check_rows(rows: list[dict[str, Any]], expected: dict[tuple[str, str, str],
         row = found[key]
         assert tuple(int(row[name]) for name in COUNTS) == counts, key
         for rate, count in RATES.items():
-            assert float(row[rate]) == pytest.approx(int(row[count]) / int(row["sent"])), (key, rate)
+            assert float(row[rate]) == pytest.approx(int(row[count]) / int(row["commands"])), (key, rate)
 
 
 def test_campaign_report_csv_and_parquet(report_env: dict[str, str], producer: Any, tmp_path: Path) -> None:
@@ -152,7 +160,7 @@ def test_campaign_report_csv_and_parquet(report_env: dict[str, str], producer: A
     result = _run(report_env, tmp_path, "report", "campaigns", "--since", SINCE, "--until", UNTIL,
                   "--format", "csv", "--out", "campaigns.csv")
     assert result.returncode == 0, result.stderr
-    assert "wrote 3 rows (6 sent commands) to campaigns.csv" in result.stdout
+    assert "wrote 3 rows (7 commands) to campaigns.csv" in result.stdout
     assert "skipped 3 records that could not be decoded" in result.stdout
     assert f"{settings.topics.commands} json_invalid 1" in result.stdout
     assert f"{settings.topics.feedback} schema_invalid 1" in result.stdout
@@ -165,7 +173,9 @@ def test_campaign_report_csv_and_parquet(report_env: dict[str, str], producer: A
                   "--format", "parquet", "--out", "campaigns.parquet")
     assert result.returncode == 0, result.stderr
     table = pq.read_table(tmp_path / "campaigns.parquet")
-    assert str(table.schema.field("sent").type) == "int64"
+    assert str(table.schema.field("commands").type) == "int64"
+    assert str(table.schema.field("bounced").type) == "int64"
+    assert str(table.schema.field("failure_rate").type) == "double"
     assert str(table.schema.field("conversion_rate").type) == "double"
     assert str(table.schema.field("journey").type) == "string"
     _check_rows(table.to_pylist(), EXPECTED)
@@ -183,7 +193,10 @@ def test_campaign_report_csv_and_parquet(report_env: dict[str, str], producer: A
     assert result.returncode == 0, result.stderr
     with (tmp_path / "all.csv").open(newline="", encoding="utf-8") as handle:
         welcome = [row for row in csv.DictReader(handle) if row["rule_or_step"] == "welcome"][0]
-    assert (welcome["sent"], welcome["delivered"], welcome["opened"]) == ("5", "3", "3")
+    assert welcome["commands"] == "5"
+    assert welcome["sent"] == "4"
+    assert welcome["delivered"] == "3"
+    assert welcome["opened"] == "3"
 
 
 def test_campaign_read_logs_progress(report_env: dict[str, str], producer: Any) -> None:

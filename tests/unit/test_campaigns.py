@@ -30,8 +30,9 @@ def command(command_id: str, lead: str = "lead-1", at: int = T0, rule: str = "we
             "expires_at": at + DAY_MS, "journey": journey, "step": step}
 
 
-def feedback(command_id: str, status: str, lead: str = "lead-1", at: int = T0 + HOUR_MS) -> Event:
-    attrs = {"command_id": command_id, "channel": "email", "status": status, "bounce": None, "detail": None}
+def feedback(command_id: str, status: str, lead: str = "lead-1", at: int = T0 + HOUR_MS,
+             bounce: str | None = None) -> Event:
+    attrs = {"command_id": command_id, "channel": "email", "status": status, "bounce": bounce, "detail": None}
     return Event("feedback", f"fb-{command_id}-{status}-{at}", lead, at, at, attrs)
 
 
@@ -59,7 +60,7 @@ def test_rule_and_journey_rows_have_own_keys() -> None:
         command("c4", lead="lead-2", rule="welcome", template="welcome"),
     ])
 
-    keys = [(row.journey, row.rule_or_step, row.template, row.sent) for row in tally.rows(ReportWindow())]
+    keys = [(row.journey, row.rule_or_step, row.template, row.commands) for row in tally.rows(ReportWindow())]
 
     assert keys == [("-", "sales_handoff", "-", 1), ("-", "welcome", "welcome", 2),
                     ("onboarding", "case_study", "customer_stories", 1)]
@@ -77,7 +78,7 @@ def test_same_step_in_two_journeys_is_two_rows() -> None:
 def test_repeated_command_counts_once() -> None:
     tally = tally_of([command("c1", at=T0 + HOUR_MS), command("c1", at=T0), command("c1", at=T0 + 2 * HOUR_MS)])
 
-    assert only_row(tally).sent == 1
+    assert only_row(tally).commands == 1
     assert tally.repeated_commands == 2
     assert tally.commands["c1"].created_at == T0
 
@@ -88,7 +89,7 @@ def test_range_includes_since_excludes_until() -> None:
 
     row = only_row(tally, ReportWindow(since_ms=T0, until_ms=T0 + DAY_MS))
 
-    assert row.sent == 2
+    assert row.commands == 2
 
 
 def test_range_by_event_time_when_chosen() -> None:
@@ -97,18 +98,72 @@ def test_range_by_event_time_when_chosen() -> None:
     tally = tally_of([late])
 
     assert tally.rows(ReportWindow(since_ms=T0, until_ms=T0 + DAY_MS)) == []
-    assert only_row(tally, ReportWindow(since_ms=T0, until_ms=T0 + DAY_MS, time_field="event_time")).sent == 1
+    assert only_row(tally, ReportWindow(since_ms=T0, until_ms=T0 + DAY_MS, time_field="event_time")).commands == 1
 
 
-def test_delivered_needs_delivered_feedback() -> None:
-    tally = tally_of([command("c1"), command("c2"), command("c3")],
+def test_commands_count_without_feedback() -> None:
+    # A hand-off to the CRM gets no feedback from the reference worker.
+    tally = tally_of([command("c1", rule="sales_handoff", template=None)])
+
+    row = only_row(tally)
+
+    assert row.commands == 1
+    assert row.sent == 0
+    assert row.delivered == 0
+    assert row.bounced == 0
+    assert row.failed == 0
+
+
+def test_feedback_status_counts_own_column() -> None:
+    statuses = ("sent", "delivered", "bounced", "failed", "opened")
+    tally = tally_of([command(f"c-{status}") for status in statuses] + [command("c-none")],
+                     [feedback(f"c-{status}", status) for status in statuses])
+
+    row = only_row(tally)
+
+    assert row.commands == 6
+    assert row.sent == 1
+    assert row.delivered == 1
+    assert row.bounced == 1
+    assert row.failed == 1
+    assert row.opened == 1
+
+
+def test_repeated_feedback_counts_once() -> None:
+    tally = tally_of([command("c1"), command("c2")],
                      [feedback("c1", "delivered"), feedback("c1", "delivered", at=T0 + 2 * HOUR_MS),
-                      feedback("c2", "bounced"), feedback("c3", "sent")])
+                      feedback("c1", "failed"), feedback("c1", "failed", at=T0 + 2 * HOUR_MS)])
 
     row = only_row(tally)
 
     assert row.delivered == 1
-    assert row.rate("delivered") == pytest.approx(1 / 3)
+    assert row.failed == 1
+    assert row.rate("delivered") == 0.5
+
+
+def test_bounced_counts_any_bounce_kind() -> None:
+    tally = tally_of([command("hard"), command("soft"), command("unknown"), command("c4")],
+                     [feedback("hard", "bounced", bounce="hard"), feedback("soft", "bounced", bounce="soft"),
+                      feedback("unknown", "bounced")])
+
+    row = only_row(tally)
+
+    assert row.bounced == 3
+    assert row.rate("bounced") == 0.75
+
+
+def test_sent_then_bounced_counts_in_both() -> None:
+    # A mail server accepted the message, then returned a bounce.
+    tally = tally_of([command("c1"), command("c2")],
+                     [feedback("c1", "sent"), feedback("c1", "bounced", at=T0 + 2 * HOUR_MS, bounce="hard"),
+                      feedback("c2", "sent")])
+
+    row = only_row(tally)
+
+    assert row.commands == 2
+    assert row.sent == 2
+    assert row.bounced == 1
+    assert row.delivered == 0
 
 
 def test_feedback_outside_range_makes_no_row() -> None:
@@ -116,7 +171,7 @@ def test_feedback_outside_range_makes_no_row() -> None:
 
     row = only_row(tally, ReportWindow(since_ms=T0))
 
-    assert row.sent == 1
+    assert row.commands == 1
     assert row.delivered == 0
 
 
@@ -245,10 +300,14 @@ def test_conversion_window_from_event_time() -> None:
     assert only_row(tally, ReportWindow(time_field="event_time")).converted == 1
 
 
-def test_rates_divide_by_sent() -> None:
+def test_rates_divide_by_commands() -> None:
+    # Only c0 and c1 have a sent record, so a rate divided by sent would differ.
     commands = [command(f"c{number}", lead=f"lead-{number}") for number in range(4)]
-    events = [feedback("c0", "delivered", lead="lead-0"), feedback("c1", "delivered", lead="lead-1"),
-              feedback("c2", "delivered", lead="lead-2"), open_("lead-0", T0 + HOUR_MS, command_id="c0"),
+    events = [feedback("c0", "sent", lead="lead-0"), feedback("c1", "sent", lead="lead-1"),
+              feedback("c0", "delivered", lead="lead-0"), feedback("c1", "delivered", lead="lead-1"),
+              feedback("c2", "delivered", lead="lead-2"), feedback("c1", "bounced", lead="lead-1", bounce="soft"),
+              feedback("c2", "bounced", lead="lead-2", bounce="hard"), feedback("c3", "failed", lead="lead-3"),
+              open_("lead-0", T0 + HOUR_MS, command_id="c0"),
               open_("lead-1", T0 + HOUR_MS, command_id="c1"), click("lead-0", T0 + HOUR_MS, command_id="c0"),
               form("lead-0", T0 + DAY_MS, name="order", conversion=True),
               click("lead-3", T0 + HOUR_MS, page="unsubscribe", command_id="c3")]
@@ -256,8 +315,11 @@ def test_rates_divide_by_sent() -> None:
     values = only_row(tally_of(commands, events)).as_dict()
 
     assert list(values) == list(COLUMNS)
-    assert values["sent"] == 4
+    assert values["commands"] == 4
+    assert values["sent"] == 2
     assert values["delivery_rate"] == 0.75
+    assert values["bounce_rate"] == 0.5
+    assert values["failure_rate"] == 0.25
     assert values["open_rate"] == 0.75  # c0 and c1 opened; c3's unsubscribe click means it was opened
     assert values["click_rate"] == 0.25
     assert values["conversion_rate"] == 0.25
@@ -282,10 +344,10 @@ def test_window_rejects_unknown_time_field() -> None:
 
 
 def _rows() -> list[CampaignRow]:
-    return [CampaignRow("-", "welcome", "welcome", sent=3, delivered=2, opened=1, clicked=1, converted=0,
-                        unsubscribed=0),
-            CampaignRow("onboarding", "case_study", "customer_stories", sent=2, delivered=2, opened=2,
-                        clicked=1, converted=1, unsubscribed=1)]
+    return [CampaignRow("-", "welcome", "welcome", commands=3, sent=3, delivered=2, bounced=1, failed=0,
+                        opened=1, clicked=1, converted=0, unsubscribed=0),
+            CampaignRow("onboarding", "case_study", "customer_stories", commands=2, sent=1, delivered=2,
+                        bounced=0, failed=1, opened=2, clicked=1, converted=1, unsubscribed=1)]
 
 
 def test_csv_has_header_and_exact_rates(tmp_path: Path) -> None:
@@ -297,8 +359,11 @@ def test_csv_has_header_and_exact_rates(tmp_path: Path) -> None:
 
     assert list(lines[0]) == list(COLUMNS)
     assert lines[0]["journey"] == "-"
-    assert lines[0]["sent"] == "3"
+    assert lines[0]["commands"] == "3"
+    assert lines[1]["sent"] == "1"
     assert float(lines[0]["delivery_rate"]) == 2 / 3
+    assert float(lines[0]["bounce_rate"]) == 1 / 3
+    assert lines[1]["failure_rate"] == "0.5"
     assert lines[1]["conversion_rate"] == "0.5"
 
 
@@ -311,8 +376,12 @@ def test_parquet_columns_are_typed(tmp_path: Path) -> None:
 
     assert table.column_names == list(COLUMNS)
     assert types["journey"] == "string"
+    assert types["commands"] == "int64"
     assert types["sent"] == "int64"
+    assert types["bounced"] == "int64"
+    assert types["failed"] == "int64"
     assert types["unsubscribed"] == "int64"
+    assert types["failure_rate"] == "double"
     assert types["open_rate"] == "double"
     assert table.column("delivery_rate").to_pylist() == [2 / 3, 1.0]
 
@@ -324,7 +393,7 @@ def test_parquet_without_rows_keeps_schema(tmp_path: Path) -> None:
     table = pq.read_table(path)
 
     assert table.num_rows == 0
-    assert str(table.schema.field("sent").type) == "int64"
+    assert str(table.schema.field("commands").type) == "int64"
 
 
 def test_pending_file_appears_only_when_written(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ DEPLOY = PROJECT / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "compose.yaml"
 K8S = DEPLOY / "k8s"
+DEPLOYMENT_DOC = PROJECT / "docs" / "deployment.md"
 
 # mode-streaming 0.7 (Faust's service library) gives a stopping service up to 60 s.
 MIN_GRACE_SECONDS = 60
@@ -33,6 +34,9 @@ MIN_GRACE_SECONDS = 60
 MIN_STARTUP_SECONDS = 600
 SettingsLoader = Callable[[dict[str, str], str], Settings]
 WORKER_LABELS = {"app.kubernetes.io/name": "nurture", "app.kubernetes.io/component": "worker"}
+API_TOKEN_VARIABLE = "NURTURE_API_TOKEN"
+# Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message} and ${VAR?message}.
+COMPOSE_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<operator>:?[-?])(?P<argument>[^}]*))?\}")
 
 
 # --- parsing -----------------------------------------------------------------
@@ -84,11 +88,36 @@ def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
         return [document for document in yaml.safe_load_all(stream) if document is not None]
 
 
-def compose_environment(service: dict[str, Any]) -> dict[str, str]:
+def compose_raw_environment(service: dict[str, Any]) -> dict[str, str]:
+    """Return the service's variables as written, before Compose substitutes ${...}."""
     environment = service.get("environment") or {}
     if isinstance(environment, list):
         environment = dict(entry.partition("=")[::2] for entry in environment)
     return {key: str(value) for key, value in environment.items()}
+
+
+def substitute_unset(text: str) -> str:
+    """Substitute ${...} as Compose does when the shell sets none of the variables.
+
+    A variable that must be set (``:?``, ``?``) becomes a stand-in value, because
+    Compose stops before it starts anything when the operator leaves it unset.
+    """
+
+    def value(match: re.Match[str]) -> str:
+        operator = match.group("operator") or ""
+        if operator.endswith("-"):
+            return match.group("argument")
+        if operator.endswith("?"):
+            return f"stand-in-for-{match.group('name')}"
+        return ""
+
+    # "$$" is Compose's escape for a literal "$", which must not start a variable.
+    return COMPOSE_VARIABLE.sub(value, text.replace("$$", "\0")).replace("\0", "$")
+
+
+def compose_environment(service: dict[str, Any]) -> dict[str, str]:
+    """Return the service's variables as its container gets them with nothing set in the shell."""
+    return {key: substitute_unset(value) for key, value in compose_raw_environment(service).items()}
 
 
 def compose_mounts(service: dict[str, Any]) -> list[dict[str, Any]]:
@@ -244,13 +273,40 @@ def pod_specs(k8s: dict[tuple[str, str], dict[str, Any]]) -> Iterator[tuple[str,
 
 
 def container_env(container: dict[str, Any], k8s: dict[tuple[str, str], dict[str, Any]]) -> dict[str, str]:
-    """Variables a container gets from its ConfigMaps and its own env list, in Kubernetes' order."""
+    """Variables a container gets from its ConfigMaps and its own env list, in Kubernetes' order.
+
+    A value from a Secret, which the repository does not contain, becomes a stand-in.
+    """
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env.update(k8s[("ConfigMap", source["configMapRef"]["name"])]["data"])
     for variable in container.get("env", []):
-        env[variable["name"]] = str(variable.get("value", ""))
+        source = variable.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            reference = source["secretKeyRef"]
+            env[variable["name"]] = f"stand-in-for-secret-{reference['name']}-{reference['key']}"
+        elif "configMapKeyRef" in source:
+            reference = source["configMapKeyRef"]
+            env[variable["name"]] = k8s[("ConfigMap", reference["name"])]["data"][reference["key"]]
+        else:
+            assert not source, f"{variable['name']}: unsupported valueFrom {sorted(source)}"
+            env[variable["name"]] = str(variable.get("value", ""))
     return env
+
+
+def secret_reference(container: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """Return the secretKeyRef of the container's variable ``name``, or None when it has another source."""
+    for variable in container.get("env", []):
+        if variable["name"] == name:
+            return variable.get("valueFrom", {}).get("secretKeyRef")
+    return None
+
+
+def container_named(workload: dict[str, Any], name: str) -> dict[str, Any]:
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    matches = [container for container in containers if container["name"] == name]
+    assert len(matches) == 1, f"no single container named {name!r}"
+    return matches[0]
 
 
 @pytest.fixture(scope="module")
@@ -260,8 +316,18 @@ def statefulset(k8s: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def worker_container(statefulset: dict[str, Any]) -> dict[str, Any]:
-    containers = statefulset["spec"]["template"]["spec"]["containers"]
-    return next(container for container in containers if container["name"] == "worker")
+    return container_named(statefulset, "worker")
+
+
+@pytest.fixture(scope="module")
+def deliver_statefulset(k8s: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    assert ("StatefulSet", "nurture-deliver") in k8s, "no StatefulSet nurture-deliver in deploy/k8s"
+    return k8s[("StatefulSet", "nurture-deliver")]
+
+
+@pytest.fixture(scope="module")
+def deliver_container(deliver_statefulset: dict[str, Any]) -> dict[str, Any]:
+    return container_named(deliver_statefulset, "deliver")
 
 
 @pytest.fixture(scope="module")
@@ -351,17 +417,19 @@ def test_dockerfile_default_command_is_worker(dockerfile: list[tuple[str, str]],
 
 
 def test_compose_services_build_the_image(nurture_services: dict[str, dict[str, Any]]) -> None:
-    assert set(nurture_services) == {"topics", "train", "worker"}
+    assert set(nurture_services) == {"topics", "train", "worker", "deliver"}
 
 
 def test_compose_environment_names_are_settings(settings_of: SettingsLoader, image_env: dict[str, str],
                                                 nurture_services: dict[str, dict[str, Any]]) -> None:
     for name, service in nurture_services.items():
         environment = compose_environment(service)
-        other = sorted(key for key in environment if not key.startswith("NURTURE_"))
+        settings = settings_of({**image_env, **environment}, f"compose service {name}")
+        # Only the delivery worker reads a variable outside NURTURE_*: the SMTP password.
+        allowed = {settings.deliver.smtp_password_env} if service["command"][1:2] == ["deliver"] else set()
+        other = sorted(key for key in environment if not key.startswith("NURTURE_") and key not in allowed)
 
         assert other == [], f"service {name} sets variables other than NURTURE_*: {other}"
-        settings_of({**image_env, **environment}, f"compose service {name}")
 
 
 def test_compose_commands_are_nurture_commands(nurture_services: dict[str, dict[str, Any]],
@@ -371,6 +439,46 @@ def test_compose_commands_are_nurture_commands(nurture_services: dict[str, dict[
     assert paths["topics"] == ["topics", "create"]
     assert paths["train"] == ["train"]
     assert paths["worker"] == ["worker"]
+    assert paths["deliver"] == ["deliver"]
+    # --once exits when the commands topic is caught up, and the service would then stop delivering.
+    assert "--once" not in nurture_services["deliver"]["command"]
+
+
+def test_compose_worker_token_from_shell(nurture_services: dict[str, dict[str, Any]]) -> None:
+    raw = compose_raw_environment(nurture_services["worker"])
+
+    assert API_TOKEN_VARIABLE in raw, f"the worker does not set {API_TOKEN_VARIABLE}, so the API answers 401"
+    match = COMPOSE_VARIABLE.fullmatch(raw[API_TOKEN_VARIABLE])
+    assert match is not None, f"{API_TOKEN_VARIABLE} is not taken from the shell: {raw[API_TOKEN_VARIABLE]!r}"
+    assert match.group("name") == API_TOKEN_VARIABLE
+    # Required: Compose stops with the message when the variable is unset, instead of an empty token.
+    assert match.group("operator") == ":?"
+    assert match.group("argument"), "the :? form needs a message for the operator"
+
+
+def test_compose_deliver_state_on_named_volume(settings_of: SettingsLoader, image_env: dict[str, str],
+                                               compose: dict[str, Any], dockerfile: list[tuple[str, str]],
+                                               nurture_services: dict[str, dict[str, Any]]) -> None:
+    deliver = nurture_services["deliver"]
+    settings = settings_of({**image_env, **compose_environment(deliver)}, "compose service deliver")
+    state_dir = settings.deliver.state_dir
+    state_mounts = [mount for mount in compose_mounts(deliver) if mount["target"] == state_dir]
+    image_directories = " ".join(run for run in arguments_of(final_stage(dockerfile), "RUN") if "mkdir" in run)
+
+    assert state_dir.startswith("/"), f"[deliver] state_dir {state_dir!r} depends on the working directory"
+    assert len(state_mounts) == 1, f"deliver mounts no volume at its state_dir {state_dir}"
+    assert state_mounts[0]["type"] == "volume"
+    # A named volume outlives `up --force-recreate` and image updates; only `down -v` removes it.
+    assert state_mounts[0].get("source") in (compose.get("volumes") or {}), "the state volume is not a named volume"
+    assert not state_mounts[0].get("read_only")
+    # Docker gives a new named volume the owner of the image's directory, so the image must create it.
+    assert state_dir in image_directories.split(), f"deploy/Dockerfile does not create {state_dir}"
+
+
+def test_compose_deliver_waits_for_topics(nurture_services: dict[str, dict[str, Any]]) -> None:
+    depends_on = nurture_services["deliver"]["depends_on"]
+
+    assert depends_on["topics"]["condition"] == "service_completed_successfully"
 
 
 def test_compose_worker_listens_on_web_port(settings_of: SettingsLoader, image_env: dict[str, str],
@@ -455,13 +563,51 @@ def test_k8s_manifests_set_no_namespace(k8s: dict[tuple[str, str], dict[str, Any
 
 
 def test_k8s_configmap_holds_settings(settings_of: SettingsLoader, k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
-    data = k8s[("ConfigMap", "nurture-config")]["data"]
-    other = sorted(key for key in data if not key.startswith("NURTURE_"))
-    not_text = sorted(key for key, value in data.items() if not isinstance(value, str))
+    config_maps = {name: document for (kind, name), document in k8s.items() if kind == "ConfigMap"}
 
-    assert other == [], f"variables other than NURTURE_*: {other}"
-    assert not_text == [], f"ConfigMap values must be strings: {not_text}"
-    settings_of(data, "ConfigMap nurture-config")
+    assert {"nurture-config", "nurture-deliver-config"} <= set(config_maps)
+    for name, document in config_maps.items():
+        data = document["data"]
+        other = sorted(key for key in data if not key.startswith("NURTURE_"))
+        not_text = sorted(key for key, value in data.items() if not isinstance(value, str))
+
+        assert other == [], f"ConfigMap {name}: variables other than NURTURE_*: {other}"
+        assert not_text == [], f"ConfigMap {name}: values must be strings: {not_text}"
+        settings_of(data, f"ConfigMap {name}")
+
+
+def test_k8s_api_token_from_secret(worker_container: dict[str, Any],
+                                   k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
+    reference = secret_reference(worker_container, API_TOKEN_VARIABLE)
+
+    assert reference is not None, f"the worker does not take {API_TOKEN_VARIABLE} from a Secret"
+    assert reference.get("name") and reference.get("key")
+    # Without the token every API request gets 401, so a missing Secret must stop the pod instead.
+    assert not reference.get("optional")
+    for (kind, name), document in k8s.items():
+        if kind == "ConfigMap":
+            assert API_TOKEN_VARIABLE not in document["data"], f"ConfigMap {name} holds the API token"
+    for where, spec in pod_specs(k8s):
+        for container in spec["containers"]:
+            literal = [variable for variable in container.get("env", []) if variable["name"] == API_TOKEN_VARIABLE
+                       and "value" in variable]
+            assert literal == [], f"{where}: {API_TOKEN_VARIABLE} written in the manifest"
+
+
+def test_k8s_secrets_documented(k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
+    # The repository holds no Secret, so docs/deployment.md must say how to create each one the pods read.
+    doc = DEPLOYMENT_DOC.read_text(encoding="utf-8")
+    references = [variable["valueFrom"]["secretKeyRef"] for _, spec in pod_specs(k8s)
+                  for container in spec["containers"] for variable in container.get("env", [])
+                  if "secretKeyRef" in variable.get("valueFrom", {})]
+
+    assert references, "no pod reads a Secret"
+    assert not [kind for kind, _ in k8s if kind == "Secret"], "a Secret with its value is in deploy/k8s"
+    for reference in references:
+        # The command with its continuation lines (ending in a backslash).
+        command = re.search(rf"kubectl create secret generic {re.escape(reference['name'])}\b(?:.*\\\n)*.*", doc)
+        assert command is not None, f"docs/deployment.md does not show how to create Secret {reference['name']}"
+        assert f"--from-literal={reference['key']}=" in command.group(0), command.group(0)
 
 
 def test_k8s_pods_load_settings(settings_of: SettingsLoader, image_env: dict[str, str],
@@ -488,6 +634,64 @@ def test_k8s_commands_are_nurture_commands(k8s: dict[tuple[str, str], dict[str, 
     assert path_of("Job", "nurture-topics") == ["topics", "create"]
     assert path_of("Job", "nurture-train") == ["train"]
     assert path_of("StatefulSet", "nurture-worker") == ["worker"]
+    assert path_of("StatefulSet", "nurture-deliver") == ["deliver"]
+
+
+def test_k8s_deliver_runs_continuously(deliver_container: dict[str, Any]) -> None:
+    argv = [*deliver_container.get("command", []), *deliver_container.get("args", [])]
+
+    # --once exits when the commands topic is caught up, and the pod would restart over and over.
+    assert "--once" not in argv
+
+
+def test_k8s_deliver_state_on_claim_template(settings_of: SettingsLoader, image_env: dict[str, str],
+                                             deliver_statefulset: dict[str, Any],
+                                             deliver_container: dict[str, Any],
+                                             k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
+    settings = settings_of({**image_env, **container_env(deliver_container, k8s)}, "StatefulSet nurture-deliver")
+    state_dir = settings.deliver.state_dir
+    templates = {template["metadata"]["name"]: template
+                 for template in deliver_statefulset["spec"].get("volumeClaimTemplates", [])}
+    state_mounts = [mount for mount in deliver_container.get("volumeMounts", []) if mount["mountPath"] == state_dir]
+
+    assert state_dir.startswith("/"), f"[deliver] state_dir {state_dir!r} depends on the working directory"
+    assert len(state_mounts) == 1, f"no single volume at the state_dir {state_dir}"
+    # One claim per replica, because every delivery worker needs a store of its own.
+    assert state_mounts[0]["name"] in templates, "the state_dir is not on a volumeClaimTemplate"
+    assert templates[state_mounts[0]["name"]]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert not state_mounts[0].get("readOnly")
+
+
+def test_k8s_deliver_smtp_password_from_secret(settings_of: SettingsLoader, image_env: dict[str, str],
+                                               deliver_container: dict[str, Any],
+                                               k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
+    settings = settings_of({**image_env, **container_env(deliver_container, k8s)}, "StatefulSet nurture-deliver")
+    password_env = settings.deliver.smtp_password_env
+    reference = secret_reference(deliver_container, password_env)
+
+    assert reference is not None, f"the deliver container does not take {password_env} from a Secret"
+    assert reference.get("name") and reference.get("key")
+    for (kind, name), document in k8s.items():
+        if kind == "ConfigMap":
+            assert password_env not in document["data"], f"ConfigMap {name} holds the SMTP password"
+
+
+def test_k8s_deliver_stops_gracefully(deliver_statefulset: dict[str, Any]) -> None:
+    grace = deliver_statefulset["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+
+    # The command in hand may take several SMTP operations of up to 30 s each.
+    assert grace >= MIN_GRACE_SECONDS
+
+
+def test_train_commands_agree(nurture_services: dict[str, dict[str, Any]],
+                              k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
+    # The same history and cutoff, so that both setups write the same model and
+    # the events after the cutoff stay out of training in both.
+    train_container = container_named(k8s[("Job", "nurture-train")], "train")
+    k8s_argv = [*train_container.get("command", []), *train_container.get("args", [])]
+
+    assert k8s_argv == nurture_services["train"]["command"]
+    assert "--until" in k8s_argv, "train uses the events that the demo replays as new ones"
 
 
 def test_k8s_jobs_restart_on_failure_only(k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
@@ -605,7 +809,7 @@ def test_k8s_labels_select_the_workers(statefulset: dict[str, Any],
     assert "maxUnavailable" in budget or "minAvailable" in budget
     assert service["selector"] == WORKER_LABELS
     for (kind, name), document in k8s.items():
-        if kind == "Job":
+        if kind in ("Job", "StatefulSet", "Deployment") and name != "nurture-worker":
             assert document["spec"]["template"]["metadata"]["labels"] != WORKER_LABELS, name
 
 
