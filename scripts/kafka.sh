@@ -20,7 +20,8 @@
 #   KAFKA_START_TIMEOUT  Seconds that start waits for the broker to respond (default: 60).
 #
 # After start, $KAFKA_DATA/broker.env contains KAFKA_BOOTSTRAP=127.0.0.1:PORT,
-# KAFKA_PID and KAFKA_LOG, one KEY=VALUE per line without quotes.
+# NURTURE_BROKER=kafka://127.0.0.1:PORT, KAFKA_PID and KAFKA_LOG, one KEY=VALUE per
+# line without quotes, so that `set -a; . broker.env` points nurture at the broker.
 #
 # Needs bash 4 or newer and Linux, because it reads /proc to tell whether a
 # pid is still the broker. flock (util-linux) serializes concurrent calls when
@@ -431,8 +432,8 @@ launch_broker() {
 
 write_broker_env() {
   local broker_port=$1 pid=$2
-  printf 'KAFKA_BOOTSTRAP=127.0.0.1:%s\nKAFKA_PID=%s\nKAFKA_LOG=%s\n' \
-    "$broker_port" "$pid" "$SERVER_LOG" >"$BROKER_ENV"
+  printf 'KAFKA_BOOTSTRAP=127.0.0.1:%s\nNURTURE_BROKER=kafka://127.0.0.1:%s\nKAFKA_PID=%s\nKAFKA_LOG=%s\n' \
+    "$broker_port" "$broker_port" "$pid" "$SERVER_LOG" >"$BROKER_ENV"
 }
 
 file_size() {
