@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 include make/kafka.mk
 include make/chromium.mk
 
-.PHONY: help venv test unit demo clean
+.PHONY: help venv test unit demo bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -33,6 +33,10 @@ unit: venv ## Run only the unit tests (no broker)
 
 demo: venv kafka-fetch ## Train, run a worker, replay the clickstream and print a report
 	bash scripts/demo.sh
+
+bench: venv kafka-fetch ## Run the benchmarks (scoring, timer index, firing delay) and print their tables
+	$(VENV_PYTHON) bench/scoring.py
+	bash scripts/with-kafka.sh $(VENV_PYTHON) bench/timers.py --firing 500
 
 clean: ## Remove the virtual environment and local state (not the Kafka jars)
 	rm -rf $(VENV) var nurture.egg-info

@@ -38,6 +38,24 @@ _SHARED_PROCESSORS: list[Any] = [
 ]
 
 
+class TransientKafkaErrors(logging.Filter):
+    """Log aiokafka's coordinator errors during group start-up as warnings.
+
+    A worker that starts or joins a rebalance asks for the group coordinator
+    before the broker has one ready, and aiokafka logs each retry at error
+    level although it recovers on its own. Alerts on error lines should not fire
+    on every start, so those lines go out as warnings; anything else stays.
+    """
+
+    TRANSIENT = ("GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.name.startswith("aiokafka") \
+                and any(name in record.getMessage() for name in self.TRANSIENT):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def uses_json(settings: LogSettings) -> bool:
     """Tell whether lines are JSON: ``format = auto`` means JSON unless stderr is a terminal."""
     return settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
@@ -63,11 +81,13 @@ def logging_config(settings: LogSettings) -> dict[str, Any]:
                 "foreign_pre_chain": list(_SHARED_PROCESSORS),
             },
         },
+        "filters": {"transient": {"()": TransientKafkaErrors}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "nurture",
+                "filters": ["transient"],
             },
         },
         "root": {"level": settings.level.upper(), "handlers": ["stderr"]},
