@@ -36,7 +36,7 @@ def _digest(*parts: str) -> str:
 
 @dataclass(frozen=True)
 class Origin:
-    """What produced a command and when."""
+    """The origin of a command: its id, the rule or journey step, and the trigger and its time."""
 
     command_id: str
     rule: str

@@ -3,9 +3,10 @@
 The agent takes records in batches from the event topics, the feedback topic
 and the timers topic. It decodes every record and folds each valid event into
 its lead's features on the event loop, because table reads need Faust's
-per-event context; feedback is applied there too. Then it scores the batch's
-events with one model call and applies the rules and journeys in a worker
-thread, so a slow batch never blocks the loop. Timer notices fire the leads'
+per-event context. Feedback and timer notices load their lead's row there too.
+Then it scores the batch's events with one model call and applies the rules and
+journeys in a worker thread, so the event loop stays free while a batch is
+scored. Feedback is applied and timer notices fire the leads'
 due waits in the same thread. Last, it writes each changed lead row and its
 timer index entry once and publishes the commands.
 

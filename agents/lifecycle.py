@@ -35,7 +35,7 @@ def stages_after_event(lead: dict[str, Any], event: Event, score: float, lifecyc
     """Apply the automatic stage moves ``event`` and ``score`` cause; return the new stages in order."""
     changed = []
     at = event.event_time
-    # The profile already holds this form's fields, so an address given earlier counts too.
+    # The profile already contains this form's fields, so an address given earlier counts too.
     if event.kind == "form" and lead["profile"].get("email"):
         if event.attrs.get("form") == SUBSCRIBE_FORM:
             target, cause = "subscriber", f"form:{SUBSCRIBE_FORM}"

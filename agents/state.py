@@ -102,7 +102,7 @@ ISSUED_LENGTH = 50
 
 
 def record_issued(lead: dict[str, Any], command: dict[str, Any]) -> None:
-    """Remember when a command was built, so that feedback about it can say how long delivery took."""
+    """Record when a command was built, so that feedback about it gives the delivery time."""
     issued: dict[str, list[Any]] = lead["issued"]
     issued[command["command_id"]] = [command["created_at"], command["channel"]]
     for command_id in list(issued)[:-ISSUED_LENGTH]:

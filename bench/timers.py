@@ -10,9 +10,10 @@ after as many keys as the leads have were fired and deleted, because RocksDB
 keeps deletions as tombstones until compaction and a walk from the first key
 steps over them.
 
-Part two (--firing N, needs a broker) starts a worker whose clock reads a file,
-puts N leads into a one-minute wait, moves the clock past the due time and
-measures how long each lead's next command takes to reach nurture.commands.
+Part two (--firing N, needs a broker) starts a worker whose clock reads a file
+and puts N leads into a one-minute wait. It then moves the clock past the due
+time and measures how long each lead's next command takes to reach
+nurture.commands.
 """
 
 from __future__ import annotations

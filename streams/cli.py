@@ -147,8 +147,8 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tupl
     from nurture.streams.topics import ensure_topics
 
     worker = settings.worker
-    # The host name tells replicas apart (a pod name under Kubernetes), the port
-    # tells apart workers that share a host.
+    # The host name distinguishes replicas (a pod name under Kubernetes), and the
+    # port distinguishes workers that share a host.
     set_worker_id(f"{socket.gethostname()}:{web_address[1]}")
     try:
         rules = load_rules(worker.rules_file)

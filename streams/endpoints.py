@@ -1,4 +1,4 @@
-"""Paths the worker's web server answers, shared by the code, the tests and the deployment files."""
+"""Paths the worker's web server serves, shared by the code, the tests and the deployment files."""
 
 METRICS = "/metrics"  # Prometheus text format
 LIVE = "/nurture/health/live"  # 200 while the worker process runs its event loop

@@ -41,7 +41,7 @@ _SHARED_PROCESSORS: list[Any] = [
 class TransientKafkaErrors(logging.Filter):
     """Log aiokafka's coordinator errors during group start-up as warnings.
 
-    A worker that starts or joins a rebalance asks for the group coordinator
+    A worker that starts or joins a rebalance requests the group coordinator
     before the broker has one ready, and aiokafka logs each retry at error
     level although it recovers on its own. Alerts on error lines should not fire
     on every start, so those lines go out as warnings; anything else stays.

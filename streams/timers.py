@@ -16,7 +16,7 @@ partition newly assigned to the worker has no floor until its first walk.
 
 Tables take writes only inside stream iteration, so the check does not change
 any state. It sends a notice, keyed by lead id, to the timers topic on the
-lead's own partition; the ingest agent reads it like an event and fires what is
+lead's own partition. The ingest agent reads it like an event and fires what is
 due for that lead. A notice that arrives twice, or late, finds nothing due and
 changes nothing.
 """
@@ -77,8 +77,8 @@ def due_keys(db: Any, now_ms: int, start: bytes | None = None, stops: list[bytes
         iterator.seek(start)
     while iterator.valid():
         key = iterator.key()
-        # Faust keeps its offset key in the same database; it starts with "_",
-        # which as a due time lies thousands of years ahead, so the walk stops first.
+        # Faust keeps its offset key in the same database. That key starts with "_",
+        # which read as a due time lies thousands of years ahead, so the walk stops first.
         if len(key) < _DUE.size or _DUE.unpack_from(key)[0] > now_ms:
             break
         yield key
@@ -119,7 +119,7 @@ class NoticeLog:
 
 @dataclass
 class DueCount:
-    """What the last check found: entries due, and those due more than ``OVERDUE_MS`` earlier."""
+    """Counts of the last check: entries due, and those due more than ``OVERDUE_MS`` earlier."""
 
     due: int = 0
     overdue: int = 0

@@ -68,7 +68,7 @@ def ensure_topics(settings: Settings) -> list[TopicStatus]:
 
 
 def changelog_topics(settings: Settings) -> tuple[str, ...]:
-    """The tables' changelog topics, named as Faust names them (APP_ID-TABLE-changelog).
+    """Return the tables' changelog topics, named as Faust names them (APP_ID-TABLE-changelog).
 
     They are created here, before Faust starts, because a worker whose first
     rebalance comes before Faust has created a new changelog finds it with no

@@ -1,4 +1,4 @@
-"""Where keys and tables sit in a journey file, for error messages with line numbers.
+"""Line positions of keys and tables in a journey file, for error messages.
 
 tomllib returns values without positions, so :class:`Layout` scans the text once
 and records every table header and every ``key = value`` line.

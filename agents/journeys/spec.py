@@ -41,7 +41,7 @@ class Condition:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a journey. ``type`` says which of the typed fields apply."""
+    """One step of a journey. ``type`` selects which of the typed fields apply."""
 
     id: str
     type: str  # one of STEP_TYPES

@@ -27,6 +27,7 @@ from conftest import free_port
 from nurture.config.settings import Settings, load_settings
 from nurture.schemas import load_schema
 from nurture.streams.codecs import decode_event, encode_command
+from nurture.streams.report import read_topic
 
 NURTURE = str(Path(sys.executable).with_name("nurture"))
 HOUR_MS = 3600 * 1000
@@ -171,27 +172,9 @@ def _stopped(stderr: str) -> dict[str, Any]:
     return stops[0]
 
 
-def _read_all(settings: Settings, topic: str) -> list[Any]:
-    """Read every record of ``topic`` up to its end offsets at the time of the call."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                             enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        records: list[Any] = []
-        while any(consumer.position(partition) < ends[partition] for partition in partitions):
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
-
-
 def _feedback_by_command(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     by_command: dict[str, list[dict[str, Any]]] = {}
-    for record in _read_all(settings, settings.topics.feedback):
+    for record in read_topic(settings, settings.topics.feedback):
         feedback = orjson.loads(record.value)
         assert record.key == feedback["lead_id"].encode()
         assert fastavro.validation.validate(feedback, load_schema("feedback"))
@@ -229,7 +212,7 @@ def _wait_for_feedback(settings: Settings, process: subprocess.Popen[bytes], log
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"nurture deliver exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        records = _read_all(settings, settings.topics.feedback)
+        records = read_topic(settings, settings.topics.feedback)
         if records:
             return records
         time.sleep(0.2)

@@ -1,7 +1,7 @@
 """A three-step journey on a real worker: a branch, a durable wait and a crash during the wait.
 
 The worker reads the time from a clock file, so the test moves time forward by
-days without waiting; events carry the real time, as the codec requires.
+days without waiting. Events carry the real time, as the codec requires.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def test_metrics_count_the_traffic(worker):
     assert lags
 
 
-def test_log_is_json_with_worker_id_and_no_personal_data(worker):
+def test_log_json_without_personal_data(worker):
     lines = [line for line in worker.log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert len(lines) > 50
     records = [orjson.loads(line) for line in lines]  # every line is JSON, or this fails

@@ -581,7 +581,8 @@ def test_k8s_api_token_from_secret(worker_container: dict[str, Any],
     reference = secret_reference(worker_container, API_TOKEN_VARIABLE)
 
     assert reference is not None, f"the worker does not take {API_TOKEN_VARIABLE} from a Secret"
-    assert reference.get("name") and reference.get("key")
+    assert reference.get("name")
+    assert reference.get("key")
     # Without the token every API request gets 401, so a missing Secret must stop the pod instead.
     assert not reference.get("optional")
     for (kind, name), document in k8s.items():
@@ -595,7 +596,7 @@ def test_k8s_api_token_from_secret(worker_container: dict[str, Any],
 
 
 def test_k8s_secrets_documented(k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
-    # The repository holds no Secret, so docs/deployment.md must say how to create each one the pods read.
+    # The repository contains no Secret, so docs/deployment.md must show how to create each one the pods read.
     doc = DEPLOYMENT_DOC.read_text(encoding="utf-8")
     references = [variable["valueFrom"]["secretKeyRef"] for _, spec in pod_specs(k8s)
                   for container in spec["containers"] for variable in container.get("env", [])
@@ -670,7 +671,8 @@ def test_k8s_deliver_smtp_password_from_secret(settings_of: SettingsLoader, imag
     reference = secret_reference(deliver_container, password_env)
 
     assert reference is not None, f"the deliver container does not take {password_env} from a Secret"
-    assert reference.get("name") and reference.get("key")
+    assert reference.get("name")
+    assert reference.get("key")
     for (kind, name), document in k8s.items():
         if kind == "ConfigMap":
             assert password_env not in document["data"], f"ConfigMap {name} holds the SMTP password"

@@ -242,7 +242,7 @@ def test_deferred_send_is_dropped_after_max_delay(model, tmp_path):
     lead["channel_sends"]["email"] = [T0 + 9 * HOUR_MS]
     outcome = process_event(lead, _signup(), runtime)
     assert outcome.commands == []
-    # The branch sees a message that never went out and takes the else branch at
+    # The branch finds a message that never went out and takes the else branch at
     # once, and the reminder is over the cap too.
     assert outcome.dropped == [("onboarding/welcome", "deferred_too_long:frequency_cap"),
                                  ("onboarding/reminder", "deferred_too_long:frequency_cap")]
