@@ -29,7 +29,10 @@ import structlog
 import orjson
 
 from nurture.agents.journeys.engine import next_due
-from nurture.agents.pipeline import Outcome, Prepared, Runtime, decide, prepare, process_due, process_feedback
+from nurture.agents.pipeline import (Outcome, Prepared, Runtime, decide, prepare, process_consent, process_due,
+                                     process_feedback)
+from nurture.agents.privacy.ledger import entry_content
+from nurture.agents.privacy.requests import PrivacyDesk, PrivacyParts
 from nurture.agents.shadow import ShadowStats
 from nurture.agents.sla import Objectives, SlaTracker
 from nurture.agents.state import decode_lead, encode_lead
@@ -49,6 +52,7 @@ class RuntimeHolder:
 
     runtime: Runtime | None = None
     slots: list[Any] = field(default_factory=list)  # scoring.rollout.ModelSlot
+    privacy: PrivacyParts | None = None  # the key ring is loaded into it at worker start
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,11 @@ class Outputs:
 
 @dataclass(frozen=True)
 class Inputs:
-    """The agent's input topics: event kind per topic ("feedback" for delivery outcomes) and codec per topic."""
+    """The agent's input topics: kind per topic and codec per topic.
+
+    Kinds are the event kinds, "feedback" (delivery outcomes), "consent" and
+    "privacy" (erasure and export requests).
+    """
 
     kinds: Mapping[str, str]
     codecs: Mapping[str, str]
@@ -72,7 +80,7 @@ class Inputs:
 class _Pending:
     """Work for the scoring thread: an event to score, feedback, or a lead whose timer notice came."""
 
-    kind: str  # "event", "feedback" or "notice"
+    kind: str  # "event", "feedback", "consent" or "notice"
     record: Any  # the Faust event, whose context table writes need
     event: Event | None  # the event or the feedback; None for a notice
     key: bytes
@@ -97,8 +105,8 @@ class IngestHandler:
     """Per-batch logic of the ingest agent, independent of how records arrive."""
 
     def __init__(self, inputs: Inputs, table: Any, outputs: Outputs, holder: RuntimeHolder,
-                 index: Any, clock: Any, floors: Any = None, metrics: Metrics | None = None,
-                 sla: SlaTracker | None = None) -> None:
+                 index: Any, clock: Any, privacy: PrivacyParts, floors: Any = None,
+                 metrics: Metrics | None = None, sla: SlaTracker | None = None, worker_id: str = "") -> None:
         self.kinds = dict(inputs.kinds)
         self.codecs = dict(inputs.codecs)
         self.timers_topic = inputs.timers_topic
@@ -110,15 +118,45 @@ class IngestHandler:
         self.sla = sla or SlaTracker(Objectives())
         self.outputs = outputs
         self.holder = holder
+        self.privacy = privacy
+        self.desk = PrivacyDesk(privacy, table, self._delete_index_entry, worker_id)
         self.shadow_stats = ShadowStats()
         self.records_handled = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nurture-score")
 
+    @property
+    def vault(self) -> Any:
+        return self.privacy.vault
+
     async def handle_batch(self, records: Sequence[Any], enter: Callable[[Any], None]) -> None:
-        """Process a batch of Faust events; ``enter(record)`` makes ``record`` Faust's current event."""
+        """Process a batch of Faust events; ``enter(record)`` makes ``record`` Faust's current event.
+
+        A privacy request splits the batch: what came before it is stored first,
+        and what comes after it sees the lead erased.
+        """
         runtime = self.holder.runtime
         if runtime is None:
             raise RuntimeError("the worker runtime (model, rules and journeys) is not loaded")
+        await self.privacy.erasures.loaded.wait()
+        start = 0
+        for position, record in enumerate(records):
+            if self.kinds.get(record.message.topic) == "privacy":
+                if start < position:
+                    await self._handle(records[start:position], runtime, enter)
+                await self._request(record, enter)
+                start = position + 1
+        if start < len(records):
+            await self._handle(records[start:], runtime, enter)
+        self.records_handled += len(records)
+
+    async def _request(self, record: Any, enter: Callable[[Any], None]) -> None:
+        enter(record)
+        self.metrics.records_in.labels(record.message.topic).inc()
+        request = await self._decode(record)
+        if request is not None:
+            await self.desk.handle(request, record.message.key, self.clock.now_ms())
+
+    async def _handle(self, records: Sequence[Any], runtime: Runtime, enter: Callable[[Any], None]) -> None:
         batch = _Batch()
         decoded, notices = [], []
         for record in records:
@@ -128,7 +166,7 @@ class IngestHandler:
                 notices.append(record)
                 continue
             event = await self._decode(record)
-            if event is not None:
+            if event is not None and not self._erased(event):
                 decoded.append((record, event))
         # Kafka orders records within a topic partition only, so a lead's click, open and
         # form events can arrive out of time order. Within a batch they are put back in it.
@@ -139,6 +177,8 @@ class IngestHandler:
             enter(record)
             if event.kind == "feedback":
                 await self._feedback(record, event, batch)
+            elif event.kind == "consent":
+                self._consent(record, event, batch)
             else:
                 await self._prepare(record, event, runtime, batch)
         for record in notices:
@@ -146,7 +186,22 @@ class IngestHandler:
             await self._notice(record, batch)
         if batch.leads:
             await self._score_and_store(batch, runtime, enter)
-        self.records_handled += len(records)
+
+    def _erased(self, event: Event) -> bool:
+        """True for an event of an erased lead from before its erasure, as a replay brings back."""
+        erased_at = self.privacy.erasures.lead_erased_at(event.lead_id)
+        if erased_at is None or event.event_time > erased_at:
+            return False
+        self.metrics.records_skipped.labels("erased_lead").inc()
+        return True
+
+    def _consent(self, record: Any, change: Event, batch: _Batch) -> None:
+        """Queue a consent change; it creates the lead's row when the lead is new."""
+        key = record.message.key
+        lead = self._lead(key, change.lead_id, batch)
+        batch.leads[key] = lead
+        batch.last_record[key] = record
+        batch.pending.append(_Pending("consent", record, change, key, lead))
 
     async def _score_and_store(self, batch: _Batch, runtime: Runtime, enter: Callable[[Any], None]) -> None:
         loop = asyncio.get_running_loop()
@@ -160,12 +215,28 @@ class IngestHandler:
             if item.error is not None:
                 enter(item.record)
                 await self._dead_letter(item.record.message, "processing_failed", item.error)
+        self._append_ledger(batch.pending, now_ms, enter)
         for key, lead in batch.leads.items():
             record = batch.last_record[key]
             enter(record)
             self._update_index(key, lead, record.message.partition)
-            self.table[key] = encode_lead(lead)
+            self.table[key] = encode_lead(lead, self.vault)
         await self._publish(batch.pending)
+
+    def _append_ledger(self, pending: list[_Pending], now_ms: int, enter: Callable[[Any], None]) -> None:
+        """Append every consent change of the batch to its partition's ledger, in batch order."""
+        for item in pending:
+            if item.kind != "consent" or item.outcome is None or item.outcome.duplicate:
+                continue
+            enter(item.record)
+            partition = item.record.message.partition
+            subject = self.privacy.erasures.key("lead", item.lead_id)
+            entry = self.privacy.ledger.append(
+                partition, entry_content(subject, item.event, bool(item.outcome.consent_applied), now_ms))
+            item.lead["ledger"].append([partition, entry["seq"]])
+            log.info("consent_recorded", lead_id=item.lead_id, channel=item.event.attrs["channel"],
+                     purpose=item.event.attrs["purpose"], granted=item.event.attrs["granted"],
+                     applied=item.outcome.consent_applied, ledger_partition=partition, ledger_seq=entry["seq"])
 
     def _update_index(self, key: bytes, lead: dict[str, Any], partition: int) -> None:
         """Keep the lead's one timer index entry at its earliest due time."""
@@ -190,7 +261,7 @@ class IngestHandler:
                 log.warning("feedback_for_unknown_lead", lead_id=feedback.lead_id,
                             command_id=feedback.attrs["command_id"], status=feedback.attrs["status"])
                 return
-            batch.leads[key] = decode_lead(payload, feedback.lead_id)
+            batch.leads[key] = decode_lead(payload, feedback.lead_id, self.vault)
         batch.last_record[key] = record
         batch.pending.append(_Pending("feedback", record, feedback, key, batch.leads[key]))
 
@@ -209,7 +280,7 @@ class IngestHandler:
             # The lead is gone (erased, say); its index entry must not fire again.
             self._delete_index_entry(due, key)
             return
-        lead = stored or decode_lead(payload, key.decode("utf-8"))
+        lead = stored or decode_lead(payload, key.decode("utf-8"), self.vault)
         if lead["due"] != due:
             self._delete_index_entry(due, key)
         batch.leads[key] = lead
@@ -223,7 +294,7 @@ class IngestHandler:
             del self.index[entry]
 
     def _lead(self, key: bytes, lead_id: str, batch: _Batch) -> dict[str, Any]:
-        return batch.leads.get(key) or decode_lead(self.table.get(key), lead_id)
+        return batch.leads.get(key) or decode_lead(self.table.get(key), lead_id, self.vault)
 
     async def _decode(self, record: Any) -> Event | None:
         """Return the record's event, or None after sending the record to the dead letters."""
@@ -344,6 +415,8 @@ def _score_and_decide(pending: list[_Pending], runtime: Runtime, now_ms: int) ->
                 item.outcome = process_due(item.lead, now_ms, runtime, now_ms)
             elif item.kind == "feedback":
                 item.outcome = process_feedback(item.lead, item.event, runtime, now_ms)
+            elif item.kind == "consent":
+                item.outcome = process_consent(item.lead, item.event, runtime, now_ms)
             else:
                 score, shadow = scored[id(item)]
                 item.outcome = decide(item.lead, item.event, item.prepared, score, runtime, now_ms,

@@ -20,6 +20,8 @@ from nurture.agents.gate import hold_reason
 from nurture.agents.journeys import engine
 from nurture.agents.journeys.spec import JourneyBook
 from nurture.agents.lifecycle import set_stage, stages_after_event
+from nurture.agents.privacy.consent import apply_consent
+from nurture.agents.privacy.erasure import ErasureMemory
 from nurture.agents.rules import Rule, evaluate
 from nurture.agents.state import record_activity, record_issued, record_score, record_send, remember_event
 from nurture.schemas.records import Event
@@ -38,6 +40,7 @@ class Runtime:
     recent_event_ids: int = 64
     shadow: LeadModel | None = None  # a candidate scored beside the live model, never published
     book: JourneyBook = field(default_factory=JourneyBook)
+    erasures: ErasureMemory | None = None  # erased addresses need consent given after their erasure
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Outcome:
     blocked: str | None = None  # feedback only: "channel_blocked" when a hard bounce closed a channel
     delivery: "Delivery | None" = None  # feedback only: the outcome, for service levels
     journey_log: list[tuple[str, str, str]] = field(default_factory=list)  # (journey, what, detail)
+    consent_applied: bool | None = None  # consent only: whether the change became the current one
     # With a shadow model: the (rule, template) pairs it would have sent.
     shadow_sends: list[tuple[str, str | None]] | None = None
 
@@ -93,6 +97,7 @@ def decide(lead: dict[str, Any], event: Event, prepared: Prepared, scored: Score
            shadow_scored: ScoredLead | None = None) -> Outcome:
     """Apply the score, the rules and the journeys for ``event`` and build the commands it produces."""
     _update_profile(lead, event)
+    _raise_consent_floor(lead, event, runtime.erasures)
     record_activity(lead, event.event_time, event.kind, _activity_detail(event))
     outcome = Outcome(score=scored.score)
     if shadow_scored is not None and runtime.shadow is not None:
@@ -165,6 +170,27 @@ def process_feedback(lead: dict[str, Any], feedback: Event, runtime: Runtime,
                                 feedback.attrs["command_id"])
     engine.on_engagement(context, feedback.event_time)
     return _finish(outcome, dispatcher, context)
+
+
+def process_consent(lead: dict[str, Any], change: Event, runtime: Runtime,
+                    created_ms: int | None = None) -> Outcome:
+    """Apply a consent change; what is due before it acts first, under the consent it replaces."""
+    if not remember_event(lead, change.event_id, runtime.recent_event_ids):
+        return Outcome(duplicate=True)
+    outcome = Outcome(score=lead.get("score"))
+    dispatcher = Dispatcher(lead, runtime.book.policy, lambda at: _assess_at(lead, at, runtime), created_ms)
+    context = _run_due(lead, change.event_time, runtime, dispatcher, outcome)
+    outcome.consent_applied = apply_consent(lead, change)
+    return _finish(outcome, dispatcher, context)
+
+
+def _raise_consent_floor(lead: dict[str, Any], event: Event, erasures: ErasureMemory | None) -> None:
+    """An address erased before needs consent given after its erasure, whatever lead it comes back as."""
+    if erasures is None or event.kind != "form":
+        return
+    erased_at = erasures.address_erased_at(lead["profile"])
+    if erased_at is not None and erased_at > (lead.get("consent_floor") or 0):
+        lead["consent_floor"] = erased_at
 
 
 def _run_due(lead: dict[str, Any], now_ms: int, runtime: Runtime, dispatcher: Dispatcher,

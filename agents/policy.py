@@ -1,5 +1,6 @@
 """Delivery policy for every command, from rules and journeys alike.
 
+No command leaves without the consent it needs (agents/privacy/consent.py).
 A message channel can be blocked for a lead (after a hard bounce), capped
 (at most N messages in a window) and closed at night (quiet hours in the lead's
 own time zone). A command that may not go now waits in the lead's outbox until
@@ -15,6 +16,7 @@ from typing import Any
 
 from nurture.agents.journeys.calendar import lead_zone, quiet_hours_end
 from nurture.agents.journeys.spec import Policy
+from nurture.agents.privacy.consent import missing_consent
 
 CHANNEL_SENDS_LENGTH = 50  # sends kept per channel; caps above this are rejected at load
 
@@ -33,6 +35,9 @@ SEND = Verdict("send")
 
 def judge(lead: dict[str, Any], channel: str, at_ms: int, policy: Policy) -> Verdict:
     """Return what to do with a command for ``channel`` decided at ``at_ms``."""
+    no_consent = missing_consent(lead, channel, policy.consent)
+    if no_consent is not None:
+        return Verdict("hold", no_consent)
     blocked = lead["blocked"].get(channel)
     if blocked is not None:
         return Verdict("hold", f"channel_blocked:{blocked['reason']}")

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from nurture.agents.privacy.vault import SEALED_FIELDS, Vault, VaultError
 from nurture.scoring import features
 
 SCORE_HISTORY_LENGTH = 10
@@ -15,8 +16,7 @@ def new_lead(lead_id: str) -> dict[str, Any]:
     return {
         "lead_id": lead_id,
         "features": features.new_state(),
-        # NOTE: profile fields are stored in clear for now; encryption at rest
-        # with per-lead keys belongs to the privacy layer.
+        # The fields of SEALED_FIELDS are stored encrypted (agents/privacy/vault.py).
         "profile": {},
         "profile_times": {},
         "score": None,
@@ -42,21 +42,49 @@ def _journey_fields() -> dict[str, Any]:
         "recent": [],  # [at, kind, detail] of the latest events, without personal data
         "due": None,  # the earliest due time, the key of the lead in the timer index
         "issued": {},  # command_id -> [created_at, channel] of recent commands, for delivery times
+        **_privacy_fields(),
     }
 
 
-def decode_lead(payload: bytes | None, lead_id: str) -> dict[str, Any]:
-    """Return the stored lead, or a new one when the table has no row yet."""
+def _privacy_fields() -> dict[str, Any]:
+    """Fields added with consent; rows written before them get these on read."""
+    return {
+        "consent": {},  # channel -> purpose -> {granted, at, source, text_version, event_id}
+        "consent_floor": None,  # a grant counts only after this time (the address was erased then)
+        "ledger": [],  # [partition, seq] of the lead's consent ledger entries
+    }
+
+
+def decode_lead(payload: bytes | None, lead_id: str, vault: Vault | None) -> dict[str, Any]:
+    """Return the stored lead, or a new one when the table has no row yet.
+
+    Without a vault the sealed personal fields stay closed: the lead has no email
+    or name, which suits tools that show journeys or scores only.
+    """
     if payload is None:
         return new_lead(lead_id)
     lead = orjson.loads(payload)
-    for key, value in _journey_fields().items():
+    for key, value in {**_journey_fields(), **_privacy_fields()}.items():
         lead.setdefault(key, value)
+    envelope = lead.pop("sealed", None)
+    if envelope is not None and vault is not None:
+        fields, dek = vault.open(lead_id, envelope)
+        lead["profile"].update(fields)
+        vault.remember(lead_id, envelope, dek, fields)
     return lead
 
 
-def encode_lead(lead: dict[str, Any]) -> bytes:
-    return orjson.dumps(lead)
+def encode_lead(lead: dict[str, Any], vault: Vault | None) -> bytes:
+    """Return the row to store, with the personal fields sealed by ``vault``."""
+    profile = lead["profile"]
+    personal = {name: profile[name] for name in SEALED_FIELDS if profile.get(name)}
+    row = dict(lead)
+    row["profile"] = {name: value for name, value in profile.items() if name not in SEALED_FIELDS}
+    if personal:
+        if vault is None:
+            raise VaultError(f"lead {lead['lead_id']!r} has personal data and no key ring to seal it")
+        row["sealed"] = vault.sealed(lead["lead_id"], personal)
+    return orjson.dumps(row)
 
 
 def remember_event(lead: dict[str, Any], event_id: str, limit: int) -> bool:

@@ -43,6 +43,9 @@ class TopicSettings:
     commands: str = "nurture.commands"
     deadletter: str = "nurture.deadletter"
     feedback: str = "nurture.feedback"  # delivery outcomes from delivery workers
+    consent: str = "events.consent"  # consent grants and withdrawals per channel and purpose
+    requests: str = "privacy.requests"  # erasure and export requests
+    receipts: str = "privacy.receipts"  # what the engine did with each privacy request
 
     def event_topic(self, kind: str) -> str:
         return str(getattr(self, kind))
@@ -52,10 +55,10 @@ class TopicSettings:
 
     def keyed_by_lead(self) -> tuple[str, ...]:
         """Input topics whose partitions must line up with the lead table's."""
-        return (*self.event_topics(), self.feedback)
+        return (*self.event_topics(), self.feedback, self.consent, self.requests)
 
     def all_topics(self) -> tuple[str, ...]:
-        return (*self.event_topics(), self.feedback, self.commands, self.deadletter)
+        return (*self.keyed_by_lead(), self.commands, self.deadletter, self.receipts)
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,11 @@ class CodecSettings:
     open: str = "json"
     form: str = "json"
     feedback: str = "json"
+    consent: str = "json"
 
     def for_kind(self, kind: str) -> str:
+        if kind == "privacy":
+            return "json"  # privacy requests come from operators' tools and the web API
         return str(getattr(self, kind))
 
 
@@ -119,6 +125,20 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """Keys of personal data at rest, the consent every message needs, and privacy requests."""
+
+    # The key ring: a file of NAME=BASE64 lines (`nurture privacy keygen` writes one), or
+    # the same text in NURTURE_PRIVACY_KEYS. The worker refuses to start without one.
+    key_file: str = ""
+    keys: str = ""
+    purpose: str = "marketing"  # the consent purpose every message and hand-off needs
+    handoff_channel: str = "phone"  # the consent channel a sales hand-off needs
+    export_dir: str = "var/exports"  # where export requests from privacy.requests are written
+    audit_log: str = "var/audit.log"  # JSON lines, one per admin call of the web API
+
+
+@dataclass(frozen=True)
 class SlaSettings:
     """Delivery objectives per channel over a sliding window, from nurture.feedback."""
 
@@ -146,6 +166,7 @@ class Settings:
     deliver: DeliverSettings = field(default_factory=DeliverSettings)
     sla: SlaSettings = field(default_factory=SlaSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     source: str = "defaults"
 
     @property
@@ -156,6 +177,11 @@ class Settings:
             for server in self.kafka.broker.replace(";", ",").split(",")
             if server.strip()
         )
+
+    @property
+    def erasures_topic(self) -> str:
+        """Internal compacted topic: keyed hashes of erased leads and addresses, read by every worker."""
+        return f"{self.worker.app_id}-erasures"
 
     @property
     def timers_topic(self) -> str:
@@ -172,12 +198,15 @@ _SECTIONS: dict[str, type] = {
     "deliver": DeliverSettings,
     "sla": SlaSettings,
     "api": ApiSettings,
+    "privacy": PrivacySettings,
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("codecs", "click"): CODECS,
     ("codecs", "open"): CODECS,
     ("codecs", "form"): CODECS,
     ("codecs", "feedback"): CODECS,
+    ("codecs", "consent"): CODECS,
+    ("privacy", "handoff_channel"): ("email", "sms", "push", "phone"),
     ("log", "format"): ("auto", "json", "console"),
     ("log", "level"): ("debug", "info", "warning", "error"),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import weakref
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -15,17 +16,21 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from nurture.agents.ingest import IngestHandler, Inputs, Outputs, RuntimeHolder
+from nurture.agents.privacy.erasure import ErasureMemory
+from nurture.agents.privacy.requests import PrivacyParts
 from nurture.config.settings import EVENT_KINDS, Settings
 from nurture.streams import endpoints
 from nurture.streams.clock import make_clock
 from nurture.streams.dashboard import register_dashboard
+from nurture.streams.erasures import tail_erasures
+from nurture.streams.ledger_store import LedgerStore
 from nurture.streams.logs import logging_config
 from nurture.streams.metrics import Metrics
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
 from nurture.streams.topics import TABLES
 from nurture.agents.sla import Objectives, SlaTracker
 
-LEADS_TABLE, TIMERS_TABLE = TABLES  # streams/topics.py creates their changelogs
+LEADS_TABLE, TIMERS_TABLE, LEDGER_TABLE = TABLES  # streams/topics.py creates their changelogs
 METRICS_INTERVAL_SECONDS = 5.0
 log = structlog.get_logger("nurture.timers")
 
@@ -52,6 +57,8 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     holder = RuntimeHolder()
     topic_kinds = {settings.topics.event_topic(kind): kind for kind in EVENT_KINDS}
     topic_kinds[settings.topics.feedback] = "feedback"
+    topic_kinds[settings.topics.consent] = "consent"
+    topic_kinds[settings.topics.requests] = "privacy"
     codecs = {topic: settings.codecs.for_kind(kind) for topic, kind in topic_kinds.items()}
     inputs = app.topic(*topic_kinds, settings.timers_topic, key_serializer="raw", value_serializer="raw")
     timers_topic = app.topic(settings.timers_topic, key_serializer="raw", value_serializer="raw")
@@ -63,6 +70,10 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
                       key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
     index = app.Table(TIMERS_TABLE, default=None, partitions=settings.kafka.partitions,
                       key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
+    ledger = app.Table(LEDGER_TABLE, default=None, partitions=settings.kafka.partitions,
+                       key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
+    erasures_topic = app.topic(settings.erasures_topic, key_serializer="raw", value_serializer="raw")
+    receipts = app.topic(settings.topics.receipts, key_serializer="raw", value_serializer="raw")
 
     async def send_command(key: bytes, value: bytes) -> Any:
         return await commands.send(key=key, value=value)
@@ -70,6 +81,19 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     async def send_deadletter(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
         return await deadletter.send(key=key, value=value, headers=headers)
 
+    async def send_erasure(key: bytes, value: bytes) -> Any:
+        return await erasures_topic.send(key=key, value=value)
+
+    async def send_receipt(key: bytes, value: bytes) -> Any:
+        return await receipts.send(key=key, value=value)
+
+    # NOTE: _dbs is private to Faust's RocksDB store (faust-streaming 0.11 to 0.15).
+    holder.privacy = PrivacyParts(
+        vault=None, erasures=ErasureMemory(), ledger=LedgerStore(ledger, lambda: ledger.data._dbs),
+        send_erasure=send_erasure, send_receipt=send_receipt, export_dir=Path(settings.privacy.export_dir),
+        remaining=(*settings.topics.event_topics(), settings.topics.consent, settings.topics.feedback,
+                   settings.topics.commands, settings.topics.deadletter, settings.topics.receipts),
+    )
     clock = make_clock(settings.worker.clock_file)
     floors = Floors()
     metrics = Metrics()
@@ -81,6 +105,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         holder=holder,
         index=index,
         clock=clock,
+        privacy=holder.privacy,
         floors=floors,
         metrics=metrics,
         sla=sla,
@@ -95,6 +120,10 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     async def ingest(stream: Any) -> None:
         async for records in stream.take_events(batch_size, within=batch_wait_seconds):
             await handler.handle_batch(records, enter_event)
+
+    @app.task
+    async def read_erasures() -> None:
+        await tail_erasures(settings, holder.privacy.erasures)
 
     @app.timer(interval=settings.worker.model_check_seconds)
     async def check_models() -> None:

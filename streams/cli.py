@@ -6,6 +6,7 @@ before any record is consumed: the rule and journey files, the model and the top
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import socket
@@ -85,8 +86,10 @@ def _add_commands(cli: click.Group, settings: Settings, holder: RuntimeHolder) -
     cli.add_command(report)
     cli.add_command(journeys)
     from nurture.streams.deliver_cli import deliver
+    from nurture.streams.privacy_cli import register
 
     cli.add_command(deliver)
+    register(cli)
 
 
 _loaded: list[Settings] = []
@@ -142,6 +145,9 @@ def _check_web_port(host: str, port: int) -> None:
 
 
 def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tuple[str, int]) -> None:
+    from nurture.agents.privacy.consent import Requirement
+    from nurture.agents.privacy.keys import load_keys
+    from nurture.agents.privacy.vault import Vault
     from nurture.scoring.model import load_model
     from nurture.scoring.rollout import ModelSlot
     from nurture.streams.topics import ensure_topics
@@ -153,8 +159,15 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tupl
     try:
         rules = load_rules(worker.rules_file)
         book = load_journeys(worker.journeys_file)
-        runtime = Runtime(model=load_model(worker.model_dir), rules=rules,
-                          recent_event_ids=worker.recent_event_ids, book=book)
+        model = load_model(worker.model_dir)
+        ring = load_keys(settings.privacy.key_file, settings.privacy.keys)
+        privacy = holder.privacy
+        privacy.vault = Vault(ring)
+        privacy.erasures.ring = ring
+        requirement = Requirement(settings.privacy.purpose, settings.privacy.handoff_channel)
+        book = dataclasses.replace(book, policy=dataclasses.replace(book.policy, consent=requirement))
+        runtime = Runtime(model=model, rules=rules,
+                          recent_event_ids=worker.recent_event_ids, book=book, erasures=privacy.erasures)
         holder.slots = [ModelSlot.open("live", worker.model_dir, lambda m: setattr(runtime, "model", m))]
         if worker.shadow_model_dir:
             holder.slots.append(ModelSlot.open("shadow", worker.shadow_model_dir,

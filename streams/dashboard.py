@@ -162,7 +162,7 @@ class Dashboard:
         for db in self._active_partition_dbs():
             payload = db.get(key)
             if payload is not None:
-                return decode_lead(payload, lead_id)
+                return decode_lead(payload, lead_id, None)  # the dashboard shows no personal data
         return None
 
     async def _lead_tally(self) -> dict[str, Any]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Iterator
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
+from nurture.agents.privacy.vault import Vault
 from nurture.agents.state import decode_lead
 from nurture.config.settings import Settings
 from nurture.streams.app import LEADS_TABLE
@@ -20,8 +21,10 @@ def changelog_topic(settings: Settings) -> str:
     return f"{settings.worker.app_id}-{LEADS_TABLE}-changelog"
 
 
-def read_lead(settings: Settings, lead_id: str) -> dict[str, Any] | None:
+def read_lead(settings: Settings, lead_id: str, vault: Vault | None = None) -> dict[str, Any] | None:
     """Return the latest stored row of ``lead_id``, or None when the table has none.
+
+    With ``vault`` the row's personal fields are opened; without, they stay sealed.
 
     The row sits in the partition its events were produced to. Producers that
     use Kafka's default partitioner pick the partition from murmur2 of the key,
@@ -29,39 +32,59 @@ def read_lead(settings: Settings, lead_id: str) -> dict[str, Any] | None:
     """
     topic = changelog_topic(settings)
     key = lead_id.encode("utf-8")
+    consumer = open_consumer(settings)
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or [])
+        if not partitions:
+            return None
+        first = lead_partition(lead_id, len(partitions))
+        for partition in [first, *(p for p in partitions if p != first)]:
+            found, payload = _latest_value(consumer, TopicPartition(topic, partition), key)
+            if found:
+                return None if payload is None else decode_lead(payload, lead_id, vault)
+        return None
+    finally:
+        consumer.close()
+
+
+def lead_partition(lead_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``lead_id`` (murmur2 of the key)."""
+    return (murmur2(lead_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+def open_consumer(settings: Settings) -> KafkaConsumer:
+    """A consumer without a group, for reading topics from their start."""
     # A broker that cannot be reached raises after the bootstrap timeout, and the caller
     # reports that once. kafka-python's own line per connection attempt would only repeat it.
     kafka_log = logging.getLogger("kafka")
     level = kafka_log.level
     kafka_log.setLevel(max(level, logging.CRITICAL))
     try:
-        consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                 group_id=None, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+        return KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                             group_id=None, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
     finally:
         kafka_log.setLevel(level)
-    try:
-        partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        if not partitions:
-            return None
-        first = (murmur2(key) & 0x7FFFFFFF) % len(partitions)
-        for partition in [first, *(p for p in partitions if p != first)]:
-            found, payload = _latest_value(consumer, TopicPartition(topic, partition), key)
-            if found:
-                return None if payload is None else decode_lead(payload, lead_id)
-        return None
-    finally:
-        consumer.close()
+
+
+def read_partition(consumer: KafkaConsumer, partition: TopicPartition) -> dict[bytes, bytes | None]:
+    """Return the latest value per key of one partition, as compaction would leave it (None: deleted)."""
+    return {record.key: record.value for record in _records(consumer, partition) if record.key is not None}
 
 
 def _latest_value(consumer: KafkaConsumer, partition: TopicPartition, key: bytes) -> tuple[bool, bytes | None]:
     """Return (found, value) of the last record with ``key``; a tombstone is (True, None)."""
+    found, value = False, None
+    for record in _records(consumer, partition):
+        if record.key == key:
+            found, value = True, record.value
+    return found, value
+
+
+def _records(consumer: KafkaConsumer, partition: TopicPartition) -> Iterator[Any]:
+    """Yield the records of one partition from its start to its current end."""
     consumer.assign([partition])
     consumer.seek_to_beginning(partition)
     end = consumer.end_offsets([partition])[partition]
-    found, value = False, None
     while consumer.position(partition) < end:
         for records in consumer.poll(timeout_ms=1000).values():
-            for record in records:
-                if record.key == key:
-                    found, value = True, record.value
-    return found, value
+            yield from records

@@ -30,7 +30,11 @@ class Metrics:
             "Commands put in a lead's outbox, by reason (quiet_hours, frequency_cap).", ["reason"], registry=registry)
         self.commands_dropped = Counter(
             "nurture_commands_dropped_total",
-            "Commands the delivery policy dropped, by reason (channel_blocked, no_email, stale, ...).",
+            "Commands dropped, by reason (no_consent, consent_withdrawn, channel_blocked, no_email, stale, ...).",
+            ["reason"], registry=registry)
+        self.records_skipped = Counter(
+            "nurture_records_skipped_total",
+            "Valid records not applied, by reason (erased_lead: from before the lead's erasure).",
             ["reason"], registry=registry)
         self.batch_records = Histogram("nurture_scoring_batch_records", "Events scored together in one model call.",
                                        buckets=BATCH_BUCKETS, registry=registry)

@@ -13,7 +13,7 @@ from nurture.config.settings import Settings
 
 log = structlog.get_logger("nurture.topics")
 
-TABLES = ("leads", "timers")  # the Faust tables of streams/app.py
+TABLES = ("leads", "timers", "ledger")  # the Faust tables of streams/app.py
 
 
 class TopicError(NurtureError):
@@ -49,7 +49,7 @@ def ensure_topics(settings: Settings) -> list[TopicStatus]:
                 continue
             options = {"num_partitions": partitions_needed,
                        "replication_factor": settings.kafka.replication_factor}
-            if name in changelog_topics(settings):
+            if name in compacted_topics(settings):
                 options["configs"] = {"cleanup.policy": "compact"}
             try:
                 admin.create_topics({name: options}, wait_for_metadata=True)
@@ -78,8 +78,13 @@ def changelog_topics(settings: Settings) -> tuple[str, ...]:
     return tuple(f"{app_id}-{table}-changelog" for table in TABLES)
 
 
+def compacted_topics(settings: Settings) -> tuple[str, ...]:
+    """Topics that keep the latest record per key: the changelogs and the erasure memory."""
+    return (*changelog_topics(settings), settings.erasures_topic)
+
+
 def _names(settings: Settings) -> tuple[str, ...]:
-    return (*settings.topics.all_topics(), settings.timers_topic, *changelog_topics(settings))
+    return (*settings.topics.all_topics(), settings.timers_topic, *compacted_topics(settings))
 
 
 def _partition_counts(admin: KafkaAdminClient, names: tuple[str, ...]) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,64 @@ def form(lead: str, at: int, name: str = "signup", conversion: bool = False,
     attrs = {"form": name, "conversion": conversion, "session_id": None, "platform": None,
              "channel": None, "fields": fields if fields is not None else {}}
     return Event("form", event_id or f"f-{lead}-{at}-{name}", lead, at, at, attrs)
+
+
+def consent(lead: str, at: int, channel: str = "email", granted: bool = True, purpose: str = "marketing",
+            source: str = "form", event_id: str | None = None) -> Event:
+    attrs = {"channel": channel, "purpose": purpose, "granted": granted, "source": source, "text_version": "2024-05"}
+    return Event("consent", event_id or f"k-{lead}-{at}-{channel}-{granted}", lead, at, at, attrs)
+
+
+def grants(lead: str, at: int = T0 - DAY_MS) -> list[Event]:
+    """Marketing consent on every channel, given before the test's first event."""
+    return [consent(lead, at, channel) for channel in ("email", "sms", "push", "phone")]
+
+
+def consenting(lead_id: str) -> dict[str, Any]:
+    """A new lead row that already holds marketing consent on every channel."""
+    from nurture.agents.privacy.consent import apply_consent
+    from nurture.agents.state import new_lead
+
+    lead = new_lead(lead_id)
+    for change in grants(lead_id):
+        apply_consent(lead, change)
+    return lead
+
+
+# A fixed key ring for tests only; production rings come from `nurture privacy keygen`.
+TEST_KEYS = (
+    "current=t1\n"
+    "hash=" + base64.b64encode(bytes(range(32))).decode() + "\n"
+    "t1=" + base64.b64encode(bytes(range(32, 64))).decode() + "\n"
+)
+
+
+def privacy_parts(tmp_path: Any = None) -> Any:
+    """Privacy parts with the test key ring, a dict ledger and recorded erasures and receipts."""
+    from pathlib import Path
+
+    from nurture.agents.privacy.erasure import ErasureMemory
+    from nurture.agents.privacy.keys import parse_keys
+    from nurture.agents.privacy.requests import PrivacyParts
+    from nurture.agents.privacy.vault import Vault
+    from nurture.streams.ledger_store import LedgerStore
+
+    ring = parse_keys(TEST_KEYS, "test keys")
+    memory = ErasureMemory(ring)
+    memory.loaded.set()
+    sent: dict[str, list[tuple[bytes, bytes]]] = {"erasures": [], "receipts": []}
+
+    async def send_erasure(key: bytes, value: bytes) -> None:
+        sent["erasures"].append((key, value))
+
+    async def send_receipt(key: bytes, value: bytes) -> None:
+        sent["receipts"].append((key, value))
+
+    parts = PrivacyParts(Vault(ring), memory, LedgerStore({}), send_erasure, send_receipt,
+                         Path(tmp_path or ".") / "exports",
+                         remaining=("events.click", "events.open", "events.form", "nurture.commands"))
+    parts.sent = sent  # type: ignore[attr-defined]
+    return parts
 
 
 class Recorder:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nurture.agents.privacy.consent import Requirement
+
 STAGES = ("subscriber", "lead", "marketing_qualified", "sales_qualified", "customer")
 # Channels that reach the lead; quiet hours and caps apply to these.
 MESSAGE_CHANNELS = ("email", "sms", "push")
@@ -122,6 +124,7 @@ class Policy:
     # A message whose time lies more than this before the worker clock is dropped as stale
     # (a live backfill of old events); None sends it, as a replay of history wants.
     stale_after_ms: int | None = None
+    consent: Requirement = field(default_factory=Requirement)  # set from the [privacy] settings
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 import pytest
 
-from factories import DAY_MS, T0, Recorder, click, form, open_
+from factories import DAY_MS, T0, Recorder, click, form, grants, open_, privacy_parts
 from nurture.agents.ingest import Outputs
+from nurture.agents.state import decode_lead
 from nurture.config.settings import load_settings
 from nurture.streams.app import build_app
 from nurture.streams.codecs import encode_event
@@ -20,6 +20,10 @@ def harness(runtime, tmp_path):
     app, holder = build_app(settings, store="memory://")
     app.finalize()
     holder.runtime = runtime
+    holder.privacy.vault = privacy_parts().vault
+    holder.privacy.erasures.ring = holder.privacy.vault.ring
+    holder.privacy.erasures.loaded.set()
+    holder.privacy.ledger = privacy_parts().ledger  # a dict: the memory store has no RocksDB to seek in
     recorder = Recorder()
     app.nurture_handler.outputs = Outputs(recorder.send_command, recorder.send_deadletter)
     agent = app.agents["nurture.ingest"]
@@ -41,8 +45,12 @@ def _put(wrapper, event, codec="json", topic=None, key=None, value=None):
     return wrapper.put(payload, key=key if key is not None else event.lead_id.encode())
 
 
-def _run(harness, steps):
+def _run(harness, steps, consent=True):
+    """Feed ``steps``; with ``consent`` every lead first grants marketing consent on every channel."""
     app, agent, recorder = harness
+    if consent:
+        leads = dict.fromkeys(step[0].lead_id for step in steps)
+        steps = [(change,) for lead in leads for change in grants(lead)] + list(steps)
 
     async def scenario():
         async with agent.test_context() as wrapper:
@@ -54,7 +62,8 @@ def _run(harness, steps):
                     break
                 await asyncio.sleep(0.01)
             table = app.nurture_leads
-            return {key: orjson.loads(value) for key, value in table.data.items()}
+            vault = app.nurture_handler.vault
+            return {key: decode_lead(value, key.decode(), vault) for key, value in table.data.items()}
 
     return asyncio.run(scenario()), recorder
 
@@ -104,7 +113,7 @@ def test_bad_records_dead_lettered_stream_continues(harness) -> None:
 
     assert [d["nurture.reason"] for d in recorder.dead_letters] == ["json_invalid", "key_mismatch"]
     assert recorder.dead_letters[0]["nurture.source.topic"] == "events.form"
-    assert recorder.dead_letters[0]["nurture.source.offset"] == "0"
+    assert recorder.dead_letters[0]["nurture.source.offset"] == "4"  # after the lead's four consent grants
     assert recorder.dead_letters[0]["value"] == "{broken"
     assert len(recorder.commands) == 1
 

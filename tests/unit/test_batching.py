@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 import pytest
 
-from factories import FixedClock, Message, Record, Recorder
+from factories import FixedClock, Message, Record, Recorder, grants, privacy_parts
 from nurture.agents.ingest import IngestHandler, Inputs, Outputs, RuntimeHolder
-from nurture.agents.pipeline import process_event
-from nurture.agents.state import new_lead
+from nurture.agents.pipeline import process_consent, process_event
+from nurture.agents.state import decode_lead, new_lead
 from nurture.streams.codecs import encode_event
 
-KINDS = {"events.click": "click", "events.open": "open", "events.form": "form"}
+KINDS = {"events.click": "click", "events.open": "open", "events.form": "form", "events.consent": "consent"}
 CODECS = {topic: "json" for topic in KINDS}
 
 
@@ -26,25 +25,31 @@ def _records(events) -> list[Record]:
     ]
 
 
+def _with_consent(events):
+    """Every lead of ``events`` grants consent before its first event."""
+    return [change for lead in dict.fromkeys(event.lead_id for event in events) for change in grants(lead)] + events
+
+
 def _run_batches(runtime, records, size) -> tuple[Recorder, dict[bytes, Any]]:
     table: dict[bytes, bytes] = {}
     recorder = Recorder()
+    privacy = privacy_parts()
     handler = IngestHandler(Inputs(KINDS, CODECS, "timers"), table,
                             Outputs(recorder.send_command, recorder.send_deadletter), RuntimeHolder(runtime),
-                            index={}, clock=FixedClock(0))
+                            index={}, clock=FixedClock(0), privacy=privacy)
 
     async def feed() -> None:
         for start in range(0, len(records), size):
             await handler.handle_batch(records[start:start + size], lambda record: None)
 
     asyncio.run(feed())
-    return recorder, {key: orjson.loads(value) for key, value in table.items()}
+    return recorder, {key: decode_lead(value, key.decode(), privacy.vault) for key, value in table.items()}
 
 
 @pytest.fixture(scope="module")
 def sample(history):
     # A month of the clickstream: hundreds of leads, with repeats inside batches.
-    return [event for event in history if event.event_time >= 1_717_200_000_000][:3000]
+    return _with_consent([event for event in history if event.event_time >= 1_717_200_000_000][:3000])
 
 
 @pytest.mark.parametrize("size", [1, 7, 500])
@@ -53,7 +58,8 @@ def test_batches_match_one_at_a_time(runtime, sample, size: int) -> None:
     expected = []
     for event in sample:
         lead = leads.setdefault(event.lead_id, new_lead(event.lead_id))
-        expected.extend(process_event(lead, event, runtime).commands)
+        process = process_consent if event.kind == "consent" else process_event
+        expected.extend(process(lead, event, runtime).commands)
 
     recorder, rows = _run_batches(runtime, _records(sample), size)
     strip = lambda commands: [{k: v for k, v in c.items() if k not in ("created_at", "expires_at")}

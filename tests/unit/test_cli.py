@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from factories import TEST_KEYS
+
 NURTURE = str(Path(sys.executable).with_name("nurture"))
 
 
@@ -21,7 +23,7 @@ def _free_port() -> int:
 def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {**os.environ, "NURTURE_WORKER_DATA_DIR": str(tmp_path / "data"),
                "NURTURE_BROKER": "kafka://127.0.0.1:9", "NURTURE_LOG_FORMAT": "console",
-               "NURTURE_WORKER_WEB_PORT": str(_free_port()), **env}
+               "NURTURE_WORKER_WEB_PORT": str(_free_port()), "NURTURE_PRIVACY_KEYS": TEST_KEYS, **env}
     return subprocess.run([NURTURE, *args], env=environ, cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, stdin=subprocess.DEVNULL)
 
@@ -42,6 +44,24 @@ def test_worker_without_model_stops_with_hint(tmp_path: Path) -> None:
     assert "not found" in result.stderr
     assert "nurture train" in result.stderr
     assert "Ready" not in result.stderr
+
+
+def test_worker_without_keys_stops_with_hint(tmp_path: Path, model_dir: Path) -> None:
+    result = _run(["worker"], tmp_path, NURTURE_WORKER_MODEL_DIR=str(model_dir), NURTURE_PRIVACY_KEYS="")
+
+    assert result.returncode == 1
+    assert "no privacy keys" in result.stderr
+    assert "nurture privacy keygen" in result.stderr
+
+
+def test_worker_with_bad_key_names_the_key(tmp_path: Path, model_dir: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("current=a\nhash=AAAA\na=AAAA\n")
+    result = _run(["worker"], tmp_path, NURTURE_WORKER_MODEL_DIR=str(model_dir),
+                  NURTURE_PRIVACY_KEY_FILE=str(keys))
+
+    assert result.returncode == 1
+    assert f"{keys}: key 'a' has 3 bytes; every key has 32" in result.stderr
 
 
 def test_worker_with_bad_rules_names_the_line(tmp_path: Path, model_dir: Path) -> None:

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import orjson
 
-from factories import DAY_MS, HOUR_MS, T0, FixedClock, Message, Record, Recorder, form
+from factories import DAY_MS, HOUR_MS, T0, FixedClock, Message, Record, Recorder, form, grants, privacy_parts
 from nurture.agents.ingest import IngestHandler, Inputs, Outputs, RuntimeHolder
 from nurture.agents.journeys.loader import load_journeys
 from nurture.agents.pipeline import Runtime
+from nurture.agents.state import decode_lead
 from nurture.streams.codecs import encode_event
 from nurture.streams.timers import index_key
 
@@ -34,7 +35,8 @@ wait = { duration = "1d" }
 id = "again"
 send = { channel = "email", template = "again" }
 """
-TOPICS = {"events.click": "click", "events.open": "open", "events.form": "form", "feedback": "feedback"}
+TOPICS = {"events.click": "click", "events.open": "open", "events.form": "form", "feedback": "feedback",
+          "events.consent": "consent", "privacy.requests": "privacy"}
 
 
 class Setup:
@@ -46,11 +48,16 @@ class Setup:
         self.index: dict[bytes, bytes] = {}
         self.clock = FixedClock(T0)
         self.recorder = Recorder()
+        self.privacy = privacy_parts(tmp_path)
+        runtime.erasures = self.privacy.erasures
         self.handler = IngestHandler(
             Inputs(TOPICS, {topic: "json" for topic in TOPICS}, "timers"), self.table,
             Outputs(self.recorder.send_command, self.recorder.send_deadletter), RuntimeHolder(runtime),
-            index=self.index, clock=self.clock)
+            index=self.index, clock=self.clock, privacy=self.privacy)
         self.offset = 0
+        for lead in ("a", "b", "c"):
+            for change in grants(lead):
+                self.feed("events.consent", lead.encode(), encode_event(change, "json"))
 
     def feed(self, topic: str, key: bytes, value: bytes) -> None:
         self.offset += 1
@@ -58,7 +65,7 @@ class Setup:
         asyncio.run(self.handler.handle_batch([record], lambda _: None))
 
     def lead(self, lead_id: str) -> dict:
-        return orjson.loads(self.table[lead_id.encode()])
+        return decode_lead(self.table[lead_id.encode()], lead_id, self.privacy.vault)
 
 
 def _feedback(lead_id: str, command_id: str, status: str, bounce: str | None = None) -> bytes:
@@ -108,7 +115,7 @@ def test_notice_for_missing_lead_dropped(model, tmp_path):
     setup.index[index_key(T0, b"gone")] = b"1"
     setup.feed("timers", b"gone", orjson.dumps({"due": T0}))
     assert setup.index == {}
-    assert setup.table == {}
+    assert b"gone" not in setup.table
 
 
 def test_bad_notice_dead_lettered(model, tmp_path):
@@ -120,7 +127,7 @@ def test_bad_notice_dead_lettered(model, tmp_path):
 def test_feedback_for_unknown_lead_creates_nothing(model, tmp_path):
     setup = Setup(model, tmp_path)
     setup.feed("feedback", b"nobody", _feedback("nobody", "c1", "delivered"))
-    assert setup.table == {}
+    assert b"nobody" not in setup.table
     assert setup.recorder.dead_letters == []
 
 

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from factories import DAY_MS, HOUR_MS, T0, click, form, open_
+from factories import DAY_MS, HOUR_MS, T0, click, consenting, form, open_
 from nurture.agents.feedback import apply_feedback
 from nurture.agents.journeys.engine import next_due
 from nurture.agents.journeys.loader import load_journeys
 from nurture.agents.pipeline import Runtime, process_due, process_event
 from nurture.agents.rules import load_rules
-from nurture.agents.state import new_lead
 from nurture.schemas.records import Event
 from nurture.streams.codecs import encode_command
 
@@ -83,7 +82,7 @@ def _templates(commands: list[dict]) -> list[str | None]:
 
 def test_entry_sends_first_step(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     outcome = process_event(lead, _signup(), runtime)
     run = lead["journeys"]["onboarding"]
     assert _templates(outcome.commands) == ["welcome_series"]
@@ -97,7 +96,7 @@ def test_entry_sends_first_step(model, tmp_path):
 
 def test_open_takes_then_branch(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     welcome = process_event(lead, _signup(), runtime).commands[0]
     opened = open_("lead-1", T0 + 12 * HOUR_MS, command_id=welcome["command_id"])
     outcome = process_event(lead, opened, runtime)
@@ -107,7 +106,7 @@ def test_open_takes_then_branch(model, tmp_path):
 
 def test_no_open_takes_else_branch_at_window_end(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     process_event(lead, _signup(), runtime)
     due = next_due(lead)
     assert process_due(lead, due - 1, runtime).commands == []
@@ -120,7 +119,7 @@ def test_no_open_takes_else_branch_at_window_end(model, tmp_path):
 
 def test_late_open_does_not_count(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     welcome = process_event(lead, _signup(), runtime).commands[0]
     # The open comes after the two-day window, so the run first takes the else branch.
     late = open_("lead-1", T0 + 10 * HOUR_MS + 3 * DAY_MS, command_id=welcome["command_id"])
@@ -130,7 +129,7 @@ def test_late_open_does_not_count(model, tmp_path):
 
 def test_open_by_template_counts(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     process_event(lead, _signup(), runtime)
     outcome = process_event(lead, open_("lead-1", T0 + 11 * HOUR_MS, template="welcome_series"), runtime)
     assert _templates(outcome.commands) == ["guide"]
@@ -138,7 +137,7 @@ def test_open_by_template_counts(model, tmp_path):
 
 def test_handoff_carries_stage_history_and_activity(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     welcome = process_event(lead, _signup(), runtime).commands[0]
     process_event(lead, click("lead-1", T0 + 11 * HOUR_MS, page="pricing"), runtime)
     process_event(lead, open_("lead-1", T0 + 12 * HOUR_MS, command_id=welcome["command_id"]), runtime)
@@ -155,7 +154,7 @@ def test_handoff_carries_stage_history_and_activity(model, tmp_path):
 
 def test_step_command_id_repeats_after_crash(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     process_event(lead, _signup(), runtime)
     saved = copy.deepcopy(lead)  # the state the changelog holds when the worker dies
     first = process_due(lead, next_due(lead), runtime).commands
@@ -166,7 +165,7 @@ def test_step_command_id_repeats_after_crash(model, tmp_path):
 
 def test_due_fires_once(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     process_event(lead, _signup(), runtime)
     due = next_due(lead)
     assert len(process_due(lead, due, runtime).commands) == 1
@@ -176,7 +175,7 @@ def test_due_fires_once(model, tmp_path):
 
 def test_redelivered_event_changes_nothing(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     signup = _signup()
     process_event(lead, signup, runtime)
     before = copy.deepcopy(lead)
@@ -187,7 +186,7 @@ def test_redelivered_event_changes_nothing(model, tmp_path):
 
 def test_exit_goal_ends_run_and_drops_waiting(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     process_event(lead, _signup(), runtime)
     process_event(lead, form("lead-1", T0 + 20 * HOUR_MS, "order", conversion=True), runtime)
     run = lead["journeys"]["onboarding"]
@@ -199,7 +198,7 @@ def test_exit_goal_ends_run_and_drops_waiting(model, tmp_path):
 
 def test_reentry_never(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     process_event(lead, _signup(), runtime)
     process_due(lead, T0 + 10 * DAY_MS, runtime)
     outcome = process_event(lead, _signup(at=T0 + 20 * DAY_MS), runtime)
@@ -209,7 +208,7 @@ def test_reentry_never(model, tmp_path):
 
 def test_reentry_after_exit_waits_its_delay(model, tmp_path):
     runtime = _runtime(model, tmp_path, reentry="after_exit", reentry_after='reentry_after = "7d"')
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     first = process_event(lead, _signup(), runtime).commands[0]
     process_due(lead, T0 + 3 * DAY_MS, runtime)  # reminder, then the run completes
     ended = lead["journeys"]["onboarding"]["ended_at"]
@@ -224,7 +223,7 @@ def test_cap_counts_rules_and_journeys(model, tmp_path):
     rules = load_rules(Path(__file__).parents[2] / "config" / "rules.toml")
     policy = '[policy.caps]\nemail = { max = 1, per = "1d" }'
     runtime = _runtime(model, tmp_path, policy=policy, rules=rules)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     # The welcome rule and the journey's first step both want to mail now.
     outcome = process_event(lead, _signup(), runtime)
     assert len(outcome.commands) == 1
@@ -238,7 +237,7 @@ def test_cap_counts_rules_and_journeys(model, tmp_path):
 def test_deferred_send_is_dropped_after_max_delay(model, tmp_path):
     policy = 'max_delay = "1h"\n[policy.caps]\nemail = { max = 1, per = "1d" }'
     runtime = _runtime(model, tmp_path, policy=policy)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     lead["channel_sends"]["email"] = [T0 + 9 * HOUR_MS]
     outcome = process_event(lead, _signup(), runtime)
     assert outcome.commands == []
@@ -252,7 +251,7 @@ def test_deferred_send_is_dropped_after_max_delay(model, tmp_path):
 
 def test_hard_bounce_blocks_channel(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     welcome = process_event(lead, _signup(), runtime).commands[0]
     assert apply_feedback(lead, _feedback(welcome, "bounced", "hard")) == "channel_blocked"
     outcome = process_due(lead, T0 + 3 * DAY_MS, runtime)
@@ -262,7 +261,7 @@ def test_hard_bounce_blocks_channel(model, tmp_path):
 
 def test_soft_bounce_keeps_channel(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     welcome = process_event(lead, _signup(), runtime).commands[0]
     assert apply_feedback(lead, _feedback(welcome, "bounced", "soft")) is None
     assert lead["blocked"] == {}
@@ -271,7 +270,7 @@ def test_soft_bounce_keeps_channel(model, tmp_path):
 
 def test_feedback_open_feeds_branch(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     welcome = process_event(lead, _signup(), runtime).commands[0]
     apply_feedback(lead, _feedback(welcome, "opened"))
     outcome = process_due(lead, next_due(lead), runtime)
@@ -295,7 +294,7 @@ QUIET = 'time_zone = "Europe/Warsaw"\nquiet_hours = { start = "21:00", end = "08
 ])
 def test_quiet_hours_defer_until_local_morning(model, tmp_path, signup_utc, release_utc):
     runtime = _runtime(model, tmp_path, policy=QUIET)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     at = _utc(signup_utc)
     outcome = process_event(lead, _signup(at=at), runtime)
     assert outcome.commands == []
@@ -308,7 +307,7 @@ def test_quiet_hours_defer_until_local_morning(model, tmp_path, signup_utc, rele
 
 def test_quiet_hours_follow_profile_zone(model, tmp_path):
     runtime = _runtime(model, tmp_path, policy=QUIET)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     fields = {**EMAIL, "time_zone": "America/New_York"}
     # 23:00 in Warsaw is 17:00 in New York, outside that lead's quiet hours.
     outcome = process_event(lead, _signup(at=_utc("2025-01-15 22:00"), fields=fields), runtime)
@@ -319,7 +318,7 @@ def test_describe_lead_shows_wait_and_due(model, tmp_path):
     from nurture.agents.journeys.progress import describe_lead
 
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     process_event(lead, _signup(at=_utc("2024-06-01 10:00")), runtime)
     text = describe_lead(lead, runtime.book, _utc("2024-06-02 10:00"))
     assert "Journey onboarding: run 1, active" in text
@@ -332,7 +331,7 @@ def test_describe_lead_shows_wait_and_due(model, tmp_path):
 
 def test_send_without_contact_is_dropped(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     outcome = process_event(lead, _signup(fields={"first_name": "Ada"}), runtime)
     assert outcome.commands == []
     assert ("onboarding/welcome", "no_email") in outcome.dropped
@@ -340,7 +339,7 @@ def test_send_without_contact_is_dropped(model, tmp_path):
 
 def test_exit_drops_deferred_message(model, tmp_path):
     runtime = _runtime(model, tmp_path, policy=QUIET)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     process_event(lead, _signup(at=_utc("2025-01-15 23:00")), runtime)
     assert len(lead["outbox"]) == 1
     process_event(lead, form("lead-1", _utc("2025-01-15 23:30"), "order", conversion=True), runtime)
@@ -353,7 +352,7 @@ def test_feedback_open_moves_branch_at_once(model, tmp_path):
     from nurture.agents.pipeline import process_feedback
 
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     welcome = process_event(lead, _signup(), runtime).commands[0]
     outcome = process_feedback(lead, _feedback(welcome, "opened"), runtime)
     assert _templates(outcome.commands) == ["guide"]
@@ -368,7 +367,7 @@ def test_handoff_goes_once_per_lead(model, tmp_path):
              for rule in load_rules(Path(__file__).parents[2] / "config" / "rules.toml")
              if rule.name == "sales_handoff"]
     runtime = _runtime(model, tmp_path, rules=rules)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     welcome = process_event(lead, _signup(), runtime).commands[0]
     process_event(lead, open_("lead-1", T0 + 11 * HOUR_MS, command_id=welcome["command_id"]), runtime)
     handoffs = process_due(lead, next_due(lead), runtime).commands
@@ -386,7 +385,7 @@ def test_handoff_goes_once_per_lead(model, tmp_path):
 
 def test_handoff_step_skipped_when_sales_has_lead(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     welcome = process_event(lead, _signup(), runtime).commands[0]
     process_event(lead, open_("lead-1", T0 + 11 * HOUR_MS, command_id=welcome["command_id"]), runtime)
     lead["stage"] = "sales_qualified"
@@ -398,7 +397,7 @@ def test_handoff_step_skipped_when_sales_has_lead(model, tmp_path):
 
 def test_removed_step_ends_run(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     process_event(lead, _signup(), runtime)
     lead["journeys"]["onboarding"]["step"] = "renamed_since"
     outcome = process_due(lead, next_due(lead), runtime)
@@ -411,7 +410,7 @@ def test_removed_step_ends_run(model, tmp_path):
 
 def test_removed_journey_ends_run(model, tmp_path):
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     process_event(lead, _signup(), runtime)
     lead["journeys"]["retired"] = lead["journeys"].pop("onboarding")
     process_due(lead, T0 + 30 * DAY_MS, runtime)
@@ -425,11 +424,11 @@ def test_stale_message_dropped(model, tmp_path):
     runtime = _runtime(model, tmp_path)
     policy = dataclasses.replace(runtime.book.policy, stale_after_ms=DAY_MS)
     runtime.book = dataclasses.replace(runtime.book, policy=policy)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     outcome = process_event(lead, _signup(), runtime, now_ms=T0 + 10 * HOUR_MS + 2 * DAY_MS)
     assert outcome.commands == []
     assert ("onboarding/welcome", "stale") in outcome.dropped
-    fresh = process_event(new_lead("lead-2"), _signup("lead-2"), runtime, now_ms=T0 + 11 * HOUR_MS)
+    fresh = process_event(consenting("lead-2"), _signup("lead-2"), runtime, now_ms=T0 + 11 * HOUR_MS)
     assert _templates(fresh.commands) == ["welcome_series"]
 
 
@@ -437,7 +436,7 @@ def test_due_command_scored_at_due_time(model, tmp_path):
     from nurture.scoring import features
 
     runtime = _runtime(model, tmp_path)
-    lead = new_lead("lead-1")
+    lead = consenting("lead-1")
     process_event(lead, _signup(), runtime)
     due = next_due(lead)
     reminder = process_due(lead, due, runtime).commands[0]

@@ -1,10 +1,9 @@
 from pathlib import Path
 
-from factories import DAY_MS, HOUR_MS, T0, click, form, open_
+from factories import DAY_MS, HOUR_MS, T0, click, consenting, form, open_
 from nurture.agents.commands import command_id
 from nurture.agents.pipeline import Runtime, process_event
 from nurture.agents.rules import load_rules
-from nurture.agents.state import new_lead
 
 
 def _handoff_runtime(model, tmp_path: Path, threshold: float) -> Runtime:
@@ -17,7 +16,7 @@ def _handoff_runtime(model, tmp_path: Path, threshold: float) -> Runtime:
 
 
 def test_handoff_fires_once_even_when_crossing_again(model, tmp_path: Path) -> None:
-    lead = new_lead("l")
+    lead = consenting("l")
     runtime = _handoff_runtime(model, tmp_path, threshold=0.01)
     outcomes = [process_event(lead, click("l", T0 + n * 3 * DAY_MS, "home"), runtime) for n in range(5)]
 
@@ -28,7 +27,7 @@ def test_handoff_fires_once_even_when_crossing_again(model, tmp_path: Path) -> N
 
 
 def test_command_carries_score_model_and_reasons(runtime) -> None:
-    lead = new_lead("l")
+    lead = consenting("l")
     outcome = process_event(lead, form("l", T0, fields={"email": "l@example.com"}), runtime)
     command = outcome.commands[0]
 
@@ -42,8 +41,8 @@ def test_command_carries_score_model_and_reasons(runtime) -> None:
 
 def test_command_id_is_deterministic(runtime) -> None:
     event = form("l", T0, fields={"email": "l@example.com"})
-    first = process_event(new_lead("l"), event, runtime).commands[0]
-    second = process_event(new_lead("l"), event, runtime).commands[0]
+    first = process_event(consenting("l"), event, runtime).commands[0]
+    second = process_event(consenting("l"), event, runtime).commands[0]
 
     assert first["command_id"] == second["command_id"]
     assert first["command_id"] == command_id("l", "welcome", "welcome", event.event_id)
@@ -51,7 +50,7 @@ def test_command_id_is_deterministic(runtime) -> None:
 
 
 def test_score_history_is_bounded(runtime) -> None:
-    lead = new_lead("l")
+    lead = consenting("l")
     for number in range(30):
         process_event(lead, click("l", T0 + number * HOUR_MS), runtime)
 
@@ -61,7 +60,7 @@ def test_score_history_is_bounded(runtime) -> None:
 
 
 def test_burst_of_opens_sends_one_follow_up(runtime) -> None:
-    lead = new_lead("l")
+    lead = consenting("l")
     process_event(lead, form("l", T0, fields={"email": "l@example.com"}), runtime)
     follow_ups = []
     for minute in range(1, 6):

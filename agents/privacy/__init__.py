@@ -1,0 +1,1 @@
+"""Consent, the consent ledger, encryption of personal data, erasure and export."""
