@@ -42,6 +42,7 @@ from nurture.streams.metrics import Metrics
 from nurture.streams.timers import index_key
 
 log = structlog.get_logger("nurture.ingest")
+LEDGER_REFERENCES = 200  # ledger entries a lead row points to; `nurture consent history` finds all
 
 Send = Callable[..., Awaitable[Any]]
 
@@ -226,17 +227,18 @@ class IngestHandler:
     def _append_ledger(self, pending: list[_Pending], now_ms: int, enter: Callable[[Any], None]) -> None:
         """Append every consent change of the batch to its partition's ledger, in batch order."""
         for item in pending:
-            if item.kind != "consent" or item.outcome is None or item.outcome.duplicate:
+            if item.outcome is None or not item.outcome.consents:
                 continue
             enter(item.record)
             partition = item.record.message.partition
             subject = self.privacy.erasures.key("lead", item.lead_id)
-            entry = self.privacy.ledger.append(
-                partition, entry_content(subject, item.event, bool(item.outcome.consent_applied), now_ms))
-            item.lead["ledger"].append([partition, entry["seq"]])
-            log.info("consent_recorded", lead_id=item.lead_id, channel=item.event.attrs["channel"],
-                     purpose=item.event.attrs["purpose"], granted=item.event.attrs["granted"],
-                     applied=item.outcome.consent_applied, ledger_partition=partition, ledger_seq=entry["seq"])
+            for change, applied in item.outcome.consents:
+                entry = self.privacy.ledger.append(partition, entry_content(subject, change, applied, now_ms))
+                item.lead["ledger"].append([partition, entry["seq"]])
+                del item.lead["ledger"][:-LEDGER_REFERENCES]
+                log.info("consent_recorded", lead_id=item.lead_id, channel=change.attrs["channel"],
+                         purpose=change.attrs["purpose"], granted=change.attrs["granted"], applied=applied,
+                         ledger_partition=partition, ledger_seq=entry["seq"])
 
     def _update_index(self, key: bytes, lead: dict[str, Any], partition: int) -> None:
         """Keep the lead's one timer index entry at its earliest due time."""

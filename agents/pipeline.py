@@ -20,7 +20,7 @@ from nurture.agents.gate import hold_reason
 from nurture.agents.journeys import engine
 from nurture.agents.journeys.spec import JourneyBook
 from nurture.agents.lifecycle import set_stage, stages_after_event
-from nurture.agents.privacy.consent import apply_consent
+from nurture.agents.privacy.consent import apply_consent, form_consents
 from nurture.agents.privacy.erasure import ErasureMemory
 from nurture.agents.rules import Rule, evaluate
 from nurture.agents.state import record_activity, record_issued, record_score, record_send, remember_event
@@ -65,7 +65,8 @@ class Outcome:
     blocked: str | None = None  # feedback only: "channel_blocked" when a hard bounce closed a channel
     delivery: "Delivery | None" = None  # feedback only: the outcome, for service levels
     journey_log: list[tuple[str, str, str]] = field(default_factory=list)  # (journey, what, detail)
-    consent_applied: bool | None = None  # consent only: whether the change became the current one
+    # Consent changes for the ledger, each with whether it became the current state.
+    consents: list[tuple[Event, bool]] = field(default_factory=list)
     # With a shadow model: the (rule, template) pairs it would have sent.
     shadow_sends: list[tuple[str, str | None]] | None = None
 
@@ -100,6 +101,8 @@ def decide(lead: dict[str, Any], event: Event, prepared: Prepared, scored: Score
     _raise_consent_floor(lead, event, runtime.erasures)
     record_activity(lead, event.event_time, event.kind, _activity_detail(event))
     outcome = Outcome(score=scored.score)
+    # Boxes ticked on this form count before the rules look at it.
+    outcome.consents = [(change, apply_consent(lead, change)) for change in form_consents(event)]
     if shadow_scored is not None and runtime.shadow is not None:
         outcome.shadow_sends = _shadow_sends(lead, event, shadow_scored, runtime.rules,
                                              runtime.shadow.version)
@@ -180,7 +183,7 @@ def process_consent(lead: dict[str, Any], change: Event, runtime: Runtime,
     outcome = Outcome(score=lead.get("score"))
     dispatcher = Dispatcher(lead, runtime.book.policy, lambda at: _assess_at(lead, at, runtime), created_ms)
     context = _run_due(lead, change.event_time, runtime, dispatcher, outcome)
-    outcome.consent_applied = apply_consent(lead, change)
+    outcome.consents.append((change, apply_consent(lead, change)))
     return _finish(outcome, dispatcher, context)
 
 

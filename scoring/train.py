@@ -29,6 +29,7 @@ import numpy as np
 import structlog
 
 from nurture.config.errors import NurtureError
+from nurture.config.settings import EVENT_KINDS
 from nurture.schemas.records import Event
 from nurture.scoring import features, metrics
 from nurture.scoring.baseline import load_points, score_points
@@ -81,8 +82,11 @@ class Split:
 
 def build_rows(events: Sequence[Event], horizon_ms: int,
                progress: Callable[[int, int], None] | None = None) -> Rows:
-    """Build one point-in-time row per non-conversion event, in time order."""
-    events = sorted(events, key=lambda event: event.event_time)
+    """Build one point-in-time row per non-conversion event, in time order.
+
+    Consent changes are no engagement: they change no features and give no rows.
+    """
+    events = sorted((event for event in events if event.kind in EVENT_KINDS), key=lambda event: event.event_time)
     conversions: dict[str, list[int]] = {}
     for event in events:
         if event.is_conversion:

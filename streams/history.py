@@ -12,6 +12,10 @@ as UTC. The mapping, documented in the README:
   the form ``support``.
 * A session whose acquisition channel is ``email`` starts with an email open,
   two minutes before its first event.
+* A user's first profile form carries consent boxes: email marketing for 85 in
+  100 users and phone for 60 in 100, picked by a hash of the user id. One in 20
+  users who gave email consent withdraws it in the preference centre three
+  days later (a consent event).
 * Every other event is a click whose ``page`` is the event name.
 """
 
@@ -36,6 +40,8 @@ FORM_EVENTS = {"shipping_details": "shipping", "payment_details": "payment", "su
 PROFILE_FORMS = frozenset({"shipping", "support"})
 CONVERSION_EVENT = "purchase"
 OPEN_LEAD_TIME_MS = 2 * 60 * 1000
+CONSENT_TEXT = "2024-01"
+WITHDRAWAL_DELAY_MS = 3 * 24 * 3_600_000
 FIRST_NAMES = ("Anna", "Łukasz", "Zofia", "Jakub", "Małgorzata", "Piotr", "Agnieszka", "Paweł")
 
 
@@ -111,6 +117,7 @@ def _check_columns(path: Path, columns: Iterable[str], line: int | None = None) 
 def _map_rows(path: Path, rows: list[tuple[int, dict[str, Any]]]) -> Iterator[Event]:
     seen: dict[str, int] = {}
     opened_sessions: set[str] = set()
+    consented: set[str] = set()
     for line, row in rows:
         user, session, name = (str(row[key] or "") for key in ("user_id", "session_id", "event"))
         if not user or not name:
@@ -129,7 +136,31 @@ def _map_rows(path: Path, rows: list[tuple[int, dict[str, Any]]]) -> Iterator[Ev
                         at - OPEN_LEAD_TIME_MS, at - OPEN_LEAD_TIME_MS,
                         {"channel": "email", "command_id": None, "template": None,
                          "platform": platform})
-        yield _event_for(name, event_id, user, at, session or None, platform, channel)
+        event = _event_for(name, event_id, user, at, session or None, platform, channel)
+        if event.kind == "form" and event.attrs["fields"] and user not in consented:
+            consented.add(user)
+            event = _with_consents(event)
+            yield from _withdrawal(event)
+        yield event
+
+
+def _with_consents(form: Event) -> Event:
+    """Tick the form's consent boxes as the mapping decides for this user."""
+    draw = zlib.crc32(f"consent|{form.lead_id}".encode("utf-8")) % 100
+    boxes = [{"channel": channel, "purpose": "marketing", "granted": True, "text_version": CONSENT_TEXT}
+             for channel, share in (("email", 85), ("phone", 60)) if draw < share]
+    return Event(form.kind, form.event_id, form.lead_id, form.event_time, form.produced_at,
+                 {**form.attrs, "consents": boxes})
+
+
+def _withdrawal(form: Event) -> Iterator[Event]:
+    if not any(box["channel"] == "email" for box in form.attrs["consents"]):
+        return
+    if zlib.crc32(f"withdraw|{form.lead_id}".encode("utf-8")) % 20 == 0:
+        at = form.event_time + WITHDRAWAL_DELAY_MS
+        yield Event("consent", _event_id(f"withdraw|{form.lead_id}"), form.lead_id, at, at,
+                    {"channel": "email", "purpose": "marketing", "granted": False,
+                     "source": "preference_centre", "text_version": CONSENT_TEXT})
 
 
 def _event_for(name: str, event_id: str, user: str, at: int, session: str | None,
@@ -137,12 +168,12 @@ def _event_for(name: str, event_id: str, user: str, at: int, session: str | None
     context = {"session_id": session, "platform": platform, "channel": channel}
     if name == CONVERSION_EVENT:
         return Event("form", event_id, user, at, at,
-                     {"form": "order", "conversion": True, **context, "fields": {}})
+                     {"form": "order", "conversion": True, **context, "fields": {}, "consents": []})
     if name in FORM_EVENTS:
         form = FORM_EVENTS[name]
         fields = profile_for(user) if form in PROFILE_FORMS else {}
         return Event("form", event_id, user, at, at,
-                     {"form": form, "conversion": False, **context, "fields": fields})
+                     {"form": form, "conversion": False, **context, "fields": fields, "consents": []})
     return Event("click", event_id, user, at, at,
                  {"page": name, "url": None, **context, "command_id": None, "template": None})
 

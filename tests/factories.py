@@ -28,9 +28,10 @@ def open_(lead: str, at: int, event_id: str | None = None, **attrs: object) -> E
 
 
 def form(lead: str, at: int, name: str = "signup", conversion: bool = False,
-         fields: dict[str, str] | None = None, event_id: str | None = None) -> Event:
+         fields: dict[str, str] | None = None, event_id: str | None = None,
+         consents: list[dict[str, Any]] | None = None) -> Event:
     attrs = {"form": name, "conversion": conversion, "session_id": None, "platform": None,
-             "channel": None, "fields": fields if fields is not None else {}}
+             "channel": None, "fields": fields if fields is not None else {}, "consents": consents or []}
     return Event("form", event_id or f"f-{lead}-{at}-{name}", lead, at, at, attrs)
 
 

@@ -47,6 +47,15 @@ def apply_consent(lead: dict[str, Any], event: Event) -> bool:
     return True
 
 
+def form_consents(form: Event) -> list[Event]:
+    """The consent changes a form's consent boxes carry, as consent events with source form."""
+    return [
+        Event("consent", f"{form.event_id}:{box['channel']}:{box['purpose']}", form.lead_id, form.event_time,
+              form.produced_at, {**box, "source": "form"})
+        for box in form.attrs.get("consents") or ()
+    ]
+
+
 def missing_consent(lead: dict[str, Any], command_channel: str, requirement: Requirement) -> str | None:
     """Return why a command on ``command_channel`` may not leave, or None when consent allows it."""
     channel = requirement.needed(command_channel)
