@@ -122,6 +122,9 @@ class ApiSettings:
     # Bearer token every API and dashboard request must carry; empty refuses them all.
     # Set it through NURTURE_API_TOKEN rather than a file under version control.
     token: str = ""
+    # More tokens, one per operator: NAME=TOKEN pairs separated by commas (NURTURE_API_TOKENS).
+    # The audit log records the name; [api] token is recorded as "api".
+    tokens: str = ""
 
 
 @dataclass(frozen=True)

@@ -125,11 +125,15 @@ main() {
   export NURTURE_WORKER_APP_ID=nurture-screenshot
   export NURTURE_WORKER_DATA_DIR=$WORK_DIR/worker
   export NURTURE_WORKER_MODEL_DIR=$WORK_DIR/model
+  export NURTURE_PRIVACY_KEY_FILE=$WORK_DIR/keys
+  export NURTURE_PRIVACY_EXPORT_DIR=$WORK_DIR/exports
+  export NURTURE_PRIVACY_AUDIT_LOG=$WORK_DIR/audit.log
   NURTURE_WORKER_WEB_PORT=$(free_port)
   export NURTURE_WORKER_WEB_PORT
 
-  step "Creating topics"
+  step "Creating topics and the key ring"
   "$NURTURE" topics create
+  "$NURTURE" privacy keygen "$NURTURE_PRIVACY_KEY_FILE"
 
   step "Training the scoring model on events before $SPLIT_DATE"
   "$NURTURE" train --history "$HISTORY" --until "$SPLIT_DATE"

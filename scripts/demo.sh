@@ -117,10 +117,16 @@ main() {
   export NURTURE_WORKER_APP_ID=nurture-demo
   export NURTURE_WORKER_DATA_DIR=$DEMO_DIR/worker
   export NURTURE_WORKER_MODEL_DIR=$DEMO_DIR/model
+  export NURTURE_PRIVACY_KEY_FILE=$DEMO_DIR/keys
+  export NURTURE_PRIVACY_EXPORT_DIR=$DEMO_DIR/exports
+  export NURTURE_PRIVACY_AUDIT_LOG=$DEMO_DIR/audit.log
   NURTURE_WORKER_WEB_PORT=$(free_port)
   export NURTURE_WORKER_WEB_PORT
 
   start_broker
+
+  step "Creating the key ring that seals personal data"
+  [[ -f $NURTURE_PRIVACY_KEY_FILE ]] || "$NURTURE" privacy keygen "$NURTURE_PRIVACY_KEY_FILE"
 
   step "Creating topics"
   "$NURTURE" topics create
@@ -141,6 +147,10 @@ main() {
 
   step "Where lead $LEAD is in its journeys"
   "$NURTURE" journeys show "$LEAD"
+
+  step "Consent ledger: the chain check and lead $LEAD's entries"
+  "$NURTURE" consent verify
+  "$NURTURE" consent history "$LEAD"
 }
 
 main "$@"

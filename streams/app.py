@@ -21,6 +21,7 @@ from nurture.agents.privacy.requests import PrivacyParts
 from nurture.config.settings import EVENT_KINDS, Settings
 from nurture.streams import endpoints
 from nurture.streams.clock import make_clock
+from nurture.streams.admin_api import register_admin_api
 from nurture.streams.dashboard import register_dashboard
 from nurture.streams.erasures import tail_erasures
 from nurture.streams.ledger_store import LedgerStore
@@ -194,7 +195,9 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     async def models_page(web: Any, request: Any) -> Any:
         return web.json(model_status(holder, handler))
 
-    register_dashboard(app, settings, handler, leads, metrics)
+    dashboard = register_dashboard(app, settings, handler, leads, metrics)
+    requests_topic = app.topic(settings.topics.requests, key_serializer="raw", value_serializer="raw")
+    register_admin_api(app, settings, dashboard, holder.privacy, ledger, requests_topic)
     app.nurture_handler = handler  # type: ignore[attr-defined]
     app.nurture_leads = leads  # type: ignore[attr-defined]
     app.nurture_index = index  # type: ignore[attr-defined]

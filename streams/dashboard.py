@@ -23,11 +23,10 @@ import orjson
 import structlog
 
 from nurture.agents.ingest import IngestHandler
-from nurture.agents.state import decode_lead
 from nurture.config.settings import Settings
 from nurture.streams import endpoints
 from nurture.streams.codecs import decode_command
-from nurture.streams.dashboard_data import CommandLog, LeadTally, ThroughputSeries, build_lead_timeline, check_lead_id
+from nurture.streams.dashboard_data import CommandLog, LeadTally, ThroughputSeries
 from nurture.streams.metrics import Metrics
 
 SAMPLE_INTERVAL_SECONDS = 5.0
@@ -45,22 +44,39 @@ Send = Callable[[bytes, bytes], Awaitable[Any]]
 
 
 def check_authorization(header: str | None, token: str) -> tuple[int, str] | None:
-    """Return (status, message) when a request with this Authorization header is rejected, else None.
+    """Return (status, message) when a request with this Authorization header is rejected, else None."""
+    return identify(header, {"api": token} if token else {})[1]
 
-    The token is compared in constant time.
+
+def api_tokens(token: str, tokens: str) -> dict[str, str]:
+    """The tokens the API accepts by the name the audit log records: ``[api] token`` is "api"."""
+    named = {"api": token} if token else {}
+    for pair in tokens.split(","):
+        name, _, secret = pair.strip().partition("=")
+        if name.strip() and secret.strip():
+            named[name.strip()] = secret.strip()
+    return named
+
+
+def identify(header: str | None, tokens: dict[str, str]) -> tuple[str | None, tuple[int, str] | None]:
+    """Return (name of the token, None) for an accepted request, else (None, (status, message)).
+
+    Tokens are compared in constant time, each of them, so the time does not tell which one nearly matched.
     """
-    if not token:
-        return 401, ("the worker has no API token configured; set NURTURE_API_TOKEN "
-                     "(or token in the [api] section of the settings file) and restart the worker")
+    if not tokens:
+        return None, (401, "the worker has no API token configured; set NURTURE_API_TOKEN "
+                           "(or token in the [api] section of the settings file) and restart the worker")
     if header is None or not header.strip():
-        return 401, ("missing Authorization header; send 'Authorization: Bearer <token>' "
-                     "with the worker's NURTURE_API_TOKEN")
+        return None, (401, "missing Authorization header; send 'Authorization: Bearer <token>' "
+                           "with the worker's NURTURE_API_TOKEN")
     scheme, _, credentials = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
-        return 401, "the Authorization header is not a Bearer token; send 'Authorization: Bearer <token>'"
-    if not hmac.compare_digest(credentials.strip().encode("utf-8"), token.encode("utf-8")):
-        return 403, "invalid API token"
-    return None
+        return None, (401, "the Authorization header is not a Bearer token; send 'Authorization: Bearer <token>'")
+    given = credentials.strip().encode("utf-8")
+    matches = [name for name, token in tokens.items() if hmac.compare_digest(given, token.encode("utf-8"))]
+    if not matches:
+        return None, (403, "invalid API token")
+    return matches[0], None
 
 
 def build_content_security_policy(page: str) -> str:
@@ -100,9 +116,9 @@ class _RejectionLog:
 class Dashboard:
     """The dashboard's state: the throughput series, the command counts and the cached lead counts."""
 
-    def __init__(self, app: faust.App, token: str, leads: Any, metrics: Metrics) -> None:
+    def __init__(self, app: faust.App, tokens: dict[str, str], leads: Any, metrics: Metrics) -> None:
         self.app = app
-        self.token = token
+        self.tokens = tokens
         self.leads = leads
         self.metrics = metrics
         self.commands = CommandLog()
@@ -126,12 +142,22 @@ class Dashboard:
 
         return send_and_count
 
-    def check_request(self, request: Any) -> tuple[int, str] | None:
-        """Return (status, message) when ``request`` lacks the API token, logging the rejection; else None."""
-        rejection = check_authorization(request.headers.get("Authorization"), self.token)
+    def check_request(self, request: Any) -> tuple[str | None, tuple[int, str] | None]:
+        """Return (token name, None), or (None, (status, message)) when ``request`` lacks a valid token."""
+        who, rejection = identify(request.headers.get("Authorization"), self.tokens)
         if rejection is not None:
             self.rejections.record(rejection[0], request.remote or "-", request.path)
-        return rejection
+        return who, rejection
+
+    def rejection_response(self, web: Any, request: Any) -> Any | None:
+        """The 401 or 403 response for a request without a valid token, else None."""
+        rejection = self.check_request(request)[1]
+        if rejection is None:
+            return None
+        status, message = rejection
+        challenge = AUTH_REALM if status == 401 else f'{AUTH_REALM}, error="invalid_token"'
+        return web.json({"error": message}, status=status,
+                        headers={**API_HEADERS, "WWW-Authenticate": challenge})
 
     def sample(self) -> None:
         """Add a point to the throughput and lag series."""
@@ -156,13 +182,13 @@ class Dashboard:
             "commands": self.commands.to_json(),
         }
 
-    def find_lead(self, lead_id: str) -> dict[str, Any] | None:
-        """Return the lead's row from the table partitions assigned to this worker as active, or None."""
+    def find_row(self, lead_id: str) -> tuple[int, bytes] | None:
+        """Return (partition, stored row) of the lead from this worker's active partitions, or None."""
         key = lead_id.encode("utf-8")
-        for db in self._active_partition_dbs():
+        for partition, db in self._active_partition_dbs():
             payload = db.get(key)
             if payload is not None:
-                return decode_lead(payload, lead_id, None)  # the dashboard shows no personal data
+                return partition, payload
         return None
 
     async def _lead_tally(self) -> dict[str, Any]:
@@ -190,7 +216,7 @@ class Dashboard:
         """
         tally = LeadTally()
         offset_key = self.leads.data.offset_key
-        for db in self._active_partition_dbs():
+        for _, db in self._active_partition_dbs():
             for number, (key, payload) in enumerate(db.items(), start=1):
                 if key != offset_key:
                     tally.add(payload)
@@ -200,13 +226,13 @@ class Dashboard:
                         return None
         return tally
 
-    def _active_partition_dbs(self) -> list[Any]:
+    def _active_partition_dbs(self) -> list[tuple[int, Any]]:
         changelog = self.leads.changelog_topic.get_topic_name()
         partitions = sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == changelog)
         # NOTE: _dbs is private to Faust's RocksDB store (faust-streaming 0.11 to 0.15). It
         # also contains standby partitions, which this worker does not serve.
         dbs = self.leads.data._dbs
-        return [dbs[partition] for partition in partitions if partition in dbs]
+        return [(partition, dbs[partition]) for partition in partitions if partition in dbs]
 
 
 def _sum_counter(counter: Any) -> float:
@@ -218,7 +244,7 @@ def _sum_counter(counter: Any) -> float:
 def register_dashboard(app: faust.App, settings: Settings, handler: IngestHandler, leads: Any,
                        metrics: Metrics) -> Dashboard:
     """Add the dashboard page, its API and its sampling timer to ``app``; count ``handler``'s commands."""
-    dashboard = Dashboard(app, settings.api.token, leads, metrics)
+    dashboard = Dashboard(app, api_tokens(settings.api.token, settings.api.tokens), leads, metrics)
     handler.outputs = dataclasses.replace(handler.outputs,
                                           send_command=dashboard.wrap_send(handler.outputs.send_command))
     page = PAGE_FILE.read_text(encoding="utf-8")
@@ -226,18 +252,11 @@ def register_dashboard(app: faust.App, settings: Settings, handler: IngestHandle
                     "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
                     "Cache-Control": "no-cache"}
 
-    def rejection_response(web: Any, request: Any) -> Any | None:
-        rejection = dashboard.check_request(request)
-        if rejection is None:
-            return None
-        status, message = rejection
-        challenge = AUTH_REALM if status == 401 else f'{AUTH_REALM}, error="invalid_token"'
-        return web.json({"error": message}, status=status,
-                        headers={**API_HEADERS, "WWW-Authenticate": challenge})
+    rejection_response = dashboard.rejection_response
 
     @app.task
     async def warn_without_token() -> None:
-        if not settings.api.token:
+        if not dashboard.tokens:
             log.warning("api_token_missing",
                         detail="the dashboard API answers 401 to every request until NURTURE_API_TOKEN is set")
 
@@ -255,20 +274,5 @@ def register_dashboard(app: faust.App, settings: Settings, handler: IngestHandle
         if rejection is not None:
             return rejection
         return web.json(await dashboard.overview(), headers=dict(API_HEADERS))
-
-    @app.page(endpoints.API_LEAD)
-    async def lead(web: Any, request: Any, lead_id: str) -> Any:
-        rejection = rejection_response(web, request)
-        if rejection is not None:
-            return rejection
-        problem = check_lead_id(lead_id)
-        if problem is not None:
-            return web.json({"error": f"invalid lead id: {problem}"}, status=400, headers=dict(API_HEADERS))
-        row = dashboard.find_lead(lead_id)
-        if row is None:
-            return web.json({"error": f"lead {lead_id!r} not found on this worker; another replica may hold "
-                                      "its partition, so ask the worker that owns it"},
-                            status=404, headers=dict(API_HEADERS))
-        return web.json(build_lead_timeline(row, dashboard.commands.for_lead(lead_id)), headers=dict(API_HEADERS))
 
     return dashboard

@@ -14,6 +14,7 @@ from nurture.config.settings import Settings
 
 log = structlog.get_logger("nurture.erasures")
 RETRY_SECONDS = 5.0
+ASSIGNMENT_TIMEOUT_SECONDS = 30.0
 
 
 async def tail_erasures(settings: Settings, memory: ErasureMemory) -> None:
@@ -24,13 +25,13 @@ async def tail_erasures(settings: Settings, memory: ErasureMemory) -> None:
     """
     topic = settings.erasures_topic
     while True:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False, client_id=f"{settings.worker.app_id}-erasures")
+        # Without a group, a subscribed consumer gets every partition of the topic.
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    client_id=f"{settings.worker.app_id}-erasures")
         try:
             await consumer.start()
-            partitions = await _partitions(consumer, topic)
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
+            partitions = await _partitions(consumer, memory, topic)
             ends = await consumer.end_offsets(partitions)
             await _read_to(consumer, memory, ends)
             if not memory.loaded.is_set():
@@ -45,16 +46,22 @@ async def tail_erasures(settings: Settings, memory: ErasureMemory) -> None:
             await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await consumer.topics()  # refreshes the metadata
-    numbers = consumer.partitions_for_topic(topic)
-    if not numbers:
-        raise KafkaError(f"topic {topic} does not exist; run `nurture topics create`")
-    return [TopicPartition(topic, number) for number in sorted(numbers)]
+async def _partitions(consumer: AIOKafkaConsumer, memory: ErasureMemory, topic: str) -> list[TopicPartition]:
+    """Wait until the consumer has its partitions; records read meanwhile go to ``memory``."""
+    deadline = asyncio.get_running_loop().time() + ASSIGNMENT_TIMEOUT_SECONDS
+    while not consumer.assignment():
+        if asyncio.get_running_loop().time() > deadline:
+            raise KafkaError(f"no partitions of topic {topic} after {ASSIGNMENT_TIMEOUT_SECONDS:g} s; "
+                             "does it exist? `nurture topics create` makes it")
+        await _read_batch(consumer, memory)
+    return sorted(consumer.assignment())
 
 
 async def _read_to(consumer: AIOKafkaConsumer, memory: ErasureMemory, ends: dict[TopicPartition, int]) -> None:
-    while any(await consumer.position(tp) < end for tp, end in ends.items()):
+    while True:
+        positions = [await consumer.position(tp) for tp in ends]
+        if all(position >= end for position, end in zip(positions, ends.values())):
+            return
         await _read_batch(consumer, memory)
 
 

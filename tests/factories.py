@@ -41,6 +41,11 @@ def consent(lead: str, at: int, channel: str = "email", granted: bool = True, pu
     return Event("consent", event_id or f"k-{lead}-{at}-{channel}-{granted}", lead, at, at, attrs)
 
 
+# Marketing consent boxes for every channel, ticked on a form.
+BOXES = [{"channel": channel, "purpose": "marketing", "granted": True, "text_version": "2024-05"}
+         for channel in ("email", "sms", "push", "phone")]
+
+
 def grants(lead: str, at: int = T0 - DAY_MS) -> list[Event]:
     """Marketing consent on every channel, given before the test's first event."""
     return [consent(lead, at, channel) for channel in ("email", "sms", "push", "phone")]

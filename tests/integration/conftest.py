@@ -17,6 +17,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from factories import TEST_KEYS
 from nurture.config.settings import Settings, load_settings
 from nurture.streams.codecs import encode_event
 
@@ -53,7 +54,8 @@ class Worker:
         if own_topics:
             # Topics of its own, so that no other worker of the session reads its events.
             topics = {f"NURTURE_TOPICS_{name.upper()}": f"{self.app_id}.{name}"
-                      for name in ("click", "open", "form", "feedback", "commands", "deadletter")}
+                      for name in ("click", "open", "form", "feedback", "commands", "deadletter", "consent",
+                                   "requests", "receipts")}
         self.env = {
             **os.environ,
             "NURTURE_BROKER": broker,
@@ -62,6 +64,9 @@ class Worker:
             "NURTURE_WORKER_MODEL_DIR": str(model_dir),
             "NURTURE_WORKER_WEB_PORT": str(free_port()),
             "NURTURE_LOG_FORMAT": "json",
+            "NURTURE_PRIVACY_KEYS": TEST_KEYS,
+            "NURTURE_PRIVACY_AUDIT_LOG": str(directory / "audit.log"),
+            "NURTURE_PRIVACY_EXPORT_DIR": str(directory / "exports"),
             # No journeys, caps or quiet hours unless a test sets its own file, so that
             # commands equal those of an offline run at any time of day.
             "NURTURE_WORKER_JOURNEYS_FILE": str(Path(__file__).with_name("no_journeys.toml")),
@@ -92,6 +97,7 @@ class Worker:
         directory.mkdir(parents=True, exist_ok=True)
         clone.directory = directory
         clone.env = {**self.env, "NURTURE_WORKER_DATA_DIR": str(directory / "data"),
+                     "NURTURE_PRIVACY_EXPORT_DIR": str(directory / "exports"),
                      "NURTURE_WORKER_WEB_PORT": str(free_port())}
         clone.settings = load_settings(environ=clone.env)
         clone.log_path = directory / "worker.log"
@@ -164,7 +170,8 @@ def read_until(settings: Settings, topic: str, done: Callable[[list[Any]], bool]
 def send_event(producer: KafkaProducer, settings: Settings, event: Any) -> Any:
     """Produce ``event`` with its topic's codec and wait for the broker's acknowledgement."""
     codec = settings.codecs.for_kind(event.kind)
-    future = producer.send(settings.topics.event_topic(event.kind), key=event.lead_id.encode(),
+    topic = settings.topics.consent if event.kind == "consent" else settings.topics.event_topic(event.kind)
+    future = producer.send(topic, key=event.lead_id.encode(),
                            value=encode_event(event, codec))
     producer.flush()
     return future.get(timeout=30)

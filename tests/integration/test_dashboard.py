@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from conftest import Worker, commands_for, read_until, send_event
-from factories import click, form
+from factories import BOXES, click, form
 from nurture.streams import endpoints
 
 TOKEN = secrets.token_urlsafe(24)
@@ -54,7 +54,7 @@ def lead_ids(dashboard_worker, producer) -> list[str]:
         send_event(producer, worker.settings, click(lead_id, now - 120_000, "landing"))
         send_event(producer, worker.settings, click(lead_id, now - 90_000, "product_view"))
         send_event(producer, worker.settings, form(lead_id, now - 60_000 + number, "signup",
-                                                   fields={"email": f"{lead_id}@example.com"}))
+                                                   fields={"email": f"{lead_id}@example.com"}, consents=BOXES))
     read_until(worker.settings, worker.settings.topics.commands,
                lambda got: len(commands_for(got, set(leads))) >= len(leads), 90, worker)
     return leads

@@ -11,9 +11,9 @@ import fastavro.validation
 import orjson
 
 from conftest import commands_for, read_until, send_event
-from factories import DAY_MS, T0, form, open_
+from factories import BOXES, DAY_MS, T0, form, open_
 from nurture.agents.commands import command_id
-from nurture.agents.pipeline import Runtime, process_event
+from nurture.agents.pipeline import Runtime, process_consent, process_event
 from nurture.agents.rules import load_rules
 from nurture.agents.state import new_lead
 from nurture.schemas import load_schema
@@ -35,7 +35,7 @@ def test_form_then_open_gives_welcome_and_next_email(worker, producer) -> None:
     settings = worker.settings
     lead = _lead("zofia")
     profile = {"email": f"{lead}@example.com", "first_name": "Zoë Łucja 👩‍🔬"}
-    signup = form(lead, NOW_T, fields=profile)
+    signup = form(lead, NOW_T, fields=profile, consents=BOXES)
     send_event(producer, settings, signup)
     send_event(producer, settings, signup)  # redelivery: same event_id
     read_until(settings, settings.topics.commands,
@@ -75,7 +75,7 @@ def test_bad_records_dead_lettered_worker_continues(worker, producer) -> None:
     for topic, record_key, value, _ in bad:
         metadata = producer.send(topic, key=record_key, value=value).get(timeout=30)
         origins.append((metadata.topic, str(metadata.partition), str(metadata.offset)))
-    send_event(producer, settings, form(lead, NOW_T, fields={"email": f"{lead}@example.com"}))
+    send_event(producer, settings, form(lead, NOW_T, fields={"email": f"{lead}@example.com"}, consents=BOXES))
 
     letters = read_until(
         settings, settings.topics.deadletter,
@@ -120,7 +120,8 @@ def test_replayed_clickstream_gives_expected_commands(worker, model) -> None:
     expected = []
     for event in history:
         lead = leads.setdefault(event.lead_id, new_lead(event.lead_id))
-        expected.extend(process_event(lead, event, runtime).commands)
+        process = process_consent if event.kind == "consent" else process_event
+        expected.extend(process(lead, event, runtime).commands)
     welcome_ids = {c["command_id"] for c in expected if c["rule"] == "welcome"}
     assert len(welcome_ids) > 20
 

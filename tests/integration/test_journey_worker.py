@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from conftest import Worker, commands_for, read_until, send_event
-from factories import DAY_MS, HOUR_MS, form, open_
+from factories import BOXES, DAY_MS, HOUR_MS, form, open_
 
 JOURNEY = """
 [policy]
@@ -107,7 +107,7 @@ def test_branch_wait_and_handoff(journey_worker, producer):
     opener, silent = f"open-{uuid.uuid4().hex[:6]}", f"silent-{uuid.uuid4().hex[:6]}"
     fields = {"email": "ola@example.com", "first_name": "Ola"}
     for lead_id in (opener, silent):
-        send_event(producer, worker.settings, form(lead_id, clock.now, "trial", fields=fields))
+        send_event(producer, worker.settings, form(lead_id, clock.now, "trial", fields=fields, consents=BOXES))
     welcomes = _journey_commands(worker, {opener, silent}, 2)
     assert sorted(command["step"] for command in welcomes) == ["welcome", "welcome"]
 
@@ -136,7 +136,7 @@ def test_wait_survives_worker_crash(journey_worker, producer, tmp_path):
     worker, clock = journey_worker
     lead_id = f"crash-{uuid.uuid4().hex[:6]}"
     send_event(producer, worker.settings, form(lead_id, clock.now, "trial",
-                                               fields={"email": "jan@example.com"}))
+                                               fields={"email": "jan@example.com"}, consents=BOXES))
     welcome = _journey_commands(worker, {lead_id}, 1)
     assert _steps(welcome, lead_id) == ["welcome"]
 
@@ -165,7 +165,7 @@ def test_hard_bounce_stops_channel(journey_worker, producer):
     worker, clock = journey_worker
     lead_id = f"bounce-{uuid.uuid4().hex[:6]}"
     send_event(producer, worker.settings, form(lead_id, clock.now, "trial",
-                                               fields={"email": "nobody@example.com"}))
+                                               fields={"email": "nobody@example.com"}, consents=BOXES))
     welcome = _journey_commands(worker, {lead_id}, 1)[0]
     feedback = {"event_id": f"fb-{lead_id}", "lead_id": lead_id, "event_time": clock.now + 60_000,
                 "produced_at": clock.now + 60_000, "command_id": welcome["command_id"],
@@ -199,7 +199,8 @@ def test_wait_fires_after_rebalance(journey_worker, producer, tmp_path):
     worker, clock = journey_worker
     lead_ids = {f"move-{number}-{uuid.uuid4().hex[:6]}" for number in range(12)}
     for lead_id in lead_ids:
-        send_event(producer, worker.settings, form(lead_id, clock.now, "trial", fields={"email": "x@example.com"}))
+        send_event(producer, worker.settings, form(lead_id, clock.now, "trial", fields={"email": "x@example.com"},
+                                                   consents=BOXES))
     _journey_commands(worker, lead_ids, len(lead_ids))
 
     # A second worker joins and takes some partitions; then the first one leaves.

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 from conftest import Worker, commands_for, read_until, send_event
-from factories import DAY_MS, HOUR_MS, T0, form, open_
+from factories import BOXES, DAY_MS, HOUR_MS, T0, form, open_
 from nurture.streams.report import wait_until_idle
 
 
@@ -17,7 +17,7 @@ def test_state_rebuilt_from_changelog(broker, model_dir: Path, producer, tmp_pat
     settings = own.settings
     lead = f"recover-{uuid.uuid4().hex[:10]}"
     profile = {"email": f"{lead}@example.com"}
-    signup = form(lead, T0, fields=profile)
+    signup = form(lead, T0, fields=profile, consents=BOXES)
 
     own.start()
     try:

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from conftest import Worker, commands_for, read_until, send_event
-from factories import T0, form
+from factories import BOXES, T0, form
 from nurture.scoring.model import CARD_FILE, MODEL_FILE
 from nurture.scoring.train import train
 
@@ -58,7 +58,7 @@ def test_live_rollout_refusal_and_shadow(broker, model_dir: Path, model, history
 
     worker.start()
     try:
-        send_event(producer, settings, form(first, T0, fields={"email": f"{first}@example.com"}))
+        send_event(producer, settings, form(first, T0, fields={"email": f"{first}@example.com"}, consents=BOXES))
         records = read_until(settings, settings.topics.commands,
                              lambda rs: commands_for(rs, {first}), worker=worker)
         assert commands_for(records, {first})[0]["model_version"] == model.version
@@ -71,7 +71,7 @@ def test_live_rollout_refusal_and_shadow(broker, model_dir: Path, model, history
 
         _install(candidate_dir, live_dir)
         _wait_for(lambda: _status(worker)["live"] == candidate["version"], worker)
-        send_event(producer, settings, form(second, T0, fields={"email": f"{second}@example.com"}))
+        send_event(producer, settings, form(second, T0, fields={"email": f"{second}@example.com"}, consents=BOXES))
         records = read_until(settings, settings.topics.commands,
                              lambda rs: commands_for(rs, {second}), worker=worker)
         assert commands_for(records, {second})[0]["model_version"] == candidate["version"]

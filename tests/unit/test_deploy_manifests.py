@@ -608,7 +608,8 @@ def test_k8s_secrets_documented(k8s: dict[tuple[str, str], dict[str, Any]]) -> N
         # The command with its continuation lines (ending in a backslash).
         command = re.search(rf"kubectl create secret generic {re.escape(reference['name'])}\b(?:.*\\\n)*.*", doc)
         assert command is not None, f"docs/deployment.md does not show how to create Secret {reference['name']}"
-        assert f"--from-literal={reference['key']}=" in command.group(0), command.group(0)
+        key = reference["key"]
+        assert re.search(rf"--from-(literal|file)={key}=", command.group(0)), command.group(0)
 
 
 def test_k8s_pods_load_settings(settings_of: SettingsLoader, image_env: dict[str, str],
