@@ -230,8 +230,8 @@ class CampaignTally:
         # A click on a link in a message, the unsubscribe link too, means it was opened,
         # as the worker counts it.
         opened = {names.resolve(e) for e in self.opens} | self.opened_ids | {names.resolve(e) for e in self.clicks}
-        # NOTE: once the consent topic exists, a consent withdrawal after a command should
-        # count that command as unsubscribed too; today only the unsubscribe link counts.
+        # NOTE: only the unsubscribe link counts. A withdrawal on events.consent after a
+        # command is not tied to the command yet.
         unsubscribed = {names.resolve(e) for e in self.clicks if e.unsubscribe}
         conversions = {lead: sorted(times) for lead, times in self.conversions.items()}
         window_ms = round(window.conversion_days * DAY_MS)

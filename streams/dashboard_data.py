@@ -195,8 +195,10 @@ def build_lead_timeline(row: dict[str, Any], known_commands: Iterable[dict[str, 
         "deliveries": list(row.get("deliveries", [])),
         "journeys": [_summarize_journey(name, run) for name, run in sorted(row.get("journeys", {}).items())],
         "blocked": [{"channel": channel, **block} for channel, block in sorted(row.get("blocked", {}).items())],
-        # NOTE: always empty until the consent ledger exists; consent history arrives with it.
-        "consent": [],
+        "consent": sorted(({"at": state["at"], "channel": channel, "purpose": purpose, "granted": state["granted"],
+                            "source": state["source"], "text_version": state["text_version"]}
+                           for channel, purposes in row.get("consent", {}).items()
+                           for purpose, state in purposes.items()), key=lambda item: (item["at"], item["channel"])),
     }
 
 

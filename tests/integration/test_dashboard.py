@@ -152,7 +152,8 @@ def test_api_lead_timeline(dashboard_worker, lead_ids):
     assert welcome[0]["reasons"]
     assert timeline["score_changes"][-1]["reasons"] == welcome[0]["reasons"]
     assert timeline["stage_history"][-1]["stage"] == "lead"
-    assert timeline["consent"] == []
+    assert {(item["channel"], item["granted"]) for item in timeline["consent"]} == {
+        ("email", True), ("sms", True), ("push", True), ("phone", True)}
     assert "example.com" not in body.decode()  # the timeline carries no personal data
 
 

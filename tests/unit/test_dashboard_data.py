@@ -6,6 +6,8 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from factories import T0, consent
+from nurture.agents.privacy.consent import apply_consent
 from nurture.agents.state import new_lead
 from nurture.streams.dashboard import _RejectionLog, build_content_security_policy, check_authorization
 from nurture.streams.dashboard_data import (
@@ -194,3 +196,14 @@ def test_lead_timeline_shows_deferred_commands():
         "rule": "welcome", "action": "send_email", "channel": "email", "template": "welcome", "score": 42.0,
         "reasons": command["reasons"],
     }]
+
+
+def test_lead_timeline_lists_consent_by_time():
+    row = new_lead("l")
+    apply_consent(row, consent("l", T0 + 5, channel="sms"))
+    apply_consent(row, consent("l", T0, channel="email", granted=False, source="preference_centre"))
+    timeline = build_lead_timeline(row, {})
+
+    assert [(item["channel"], item["granted"], item["source"]) for item in timeline["consent"]] == [
+        ("email", False, "preference_centre"), ("sms", True, "form")]
+    assert timeline["consent"][1]["at"] == T0 + 5
