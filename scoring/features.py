@@ -36,6 +36,7 @@ INTEREST_PAGES = {
     "wishlist": frozenset({"wishlist_add"}),
     "account": frozenset({"account_page"}),
 }
+ENGAGEMENT_KINDS = frozenset({"click", "open", "form"})  # the event kinds features learn from
 PROFILE_FIELDS = ("email", "first_name", "last_name", "phone", "country", "time_zone")
 
 # Funnel steps in order; the feature is the deepest step a lead has reached.
@@ -124,7 +125,9 @@ def new_state() -> dict[str, Any]:
 
 
 def update(state: dict[str, Any], event: Event) -> dict[str, Any]:
-    """Fold ``event`` into ``state`` in place and return it."""
+    """Fold ``event`` into ``state`` in place and return it; consent changes leave it as it is."""
+    if event.kind not in ENGAGEMENT_KINDS:
+        return state
     at = event.event_time
     hits = [predicate(event) for predicate in SIGNALS.values()]
 

@@ -16,7 +16,8 @@ def test_creates_compacted_changelogs(broker):
                                       "NURTURE_WORKER_APP_ID": f"topics-{uuid.uuid4().hex[:8]}"})
     statuses = {status.name: status for status in ensure_topics(settings)}
     changelogs = changelog_topics(settings)
-    assert changelogs == (f"{settings.worker.app_id}-leads-changelog", f"{settings.worker.app_id}-timers-changelog")
+    assert changelogs == (f"{settings.worker.app_id}-leads-changelog", f"{settings.worker.app_id}-timers-changelog",
+                          f"{settings.worker.app_id}-ledger-changelog")
     for name in changelogs:
         assert statuses[name].created
         assert statuses[name].partitions == settings.kafka.partitions
@@ -26,6 +27,6 @@ def test_creates_compacted_changelogs(broker):
         text = repr(described)
     finally:
         admin.close()
-    assert text.count("'compact'") >= 2 or text.count('"compact"') >= 2, text[:2000]
+    assert text.count("'compact'") >= 3 or text.count('"compact"') >= 3, text[:2000]
     again = {status.name: status for status in ensure_topics(settings)}
     assert not any(status.created for status in again.values())

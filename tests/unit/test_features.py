@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from factories import DAY_MS, HOUR_MS, T0, click, form, open_
+from factories import DAY_MS, HOUR_MS, T0, click, consent, form, open_
 from nurture.scoring import features
 
 
@@ -112,3 +112,9 @@ def test_state_has_bounded_size() -> None:
         features.update(state, click("l", T0 + number * 600_000, "product_view", session_id=f"s{number}"))
 
     assert len(str(state)) < small * 1.3
+
+
+def test_consent_change_leaves_features_alone():
+    state = features.new_state()
+    features.update(state, consent("l", T0))
+    assert state == features.new_state()
