@@ -210,6 +210,22 @@ def topics_create(ctx: click.Context) -> None:
         click.echo(f"{status.name:<24}{status.partitions:>4} partitions  {state}")
 
 
+@topics.command("repartition")
+@click.option("--partitions", type=click.IntRange(min=1), required=True,
+              help="The new partition count of the event, feedback, timers and changelog topics.")
+@click.pass_context
+def topics_repartition(ctx: click.Context, partitions: int) -> None:
+    """Add partitions with every worker stopped and move lead rows to their new partitions."""
+    from nurture.streams.repartition import repartition
+
+    try:
+        report = repartition(_settings(ctx), partitions, progress=click.echo)
+    except NurtureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"done: set NURTURE_KAFKA_PARTITIONS={partitions} for every worker before starting them "
+               f"({sum(report.moved.values())} rows moved)")
+
+
 @click.command()
 @click.option("--history", "history", type=click.Path(dir_okay=False), required=True,
               help="Event history: clickstream CSV or JSON Lines, optionally .gz.")

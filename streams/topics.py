@@ -64,6 +64,9 @@ def ensure_topics(settings: Settings) -> list[TopicStatus]:
         admin.close()
 
     _check_event_partitions(settings, counts)
+    from nurture.streams.repartition import check_placement  # imported here: it imports this module
+
+    check_placement(settings)
     return [TopicStatus(name, counts[name], name in created) for name in _names(settings)]
 
 

@@ -46,7 +46,7 @@ def _json(**changes) -> bytes:
     [
         (b"", b"l1", "empty"),
         (b"{not json", b"l1", "json_invalid"),
-        (b"\xff\xfe{}", b"l1", "json_invalid"),
+        (b"\xff\xfe{}", b"l1", "invalid_utf8"),
         (b"[1, 2]", b"l1", "json_not_object"),
         (_json(event_time="yesterday"), b"l1", "schema_invalid"),
         (_json(page=...), b"l1", "schema_invalid"),
@@ -93,4 +93,4 @@ def test_avro_invalid_utf8_string() -> None:
     with pytest.raises(DecodeError) as caught:
         decode_event("click", "avro", bytes(payload), b"l1", now_ms=NOW)
 
-    assert caught.value.reason == "avro_invalid"
+    assert caught.value.reason == "invalid_utf8"

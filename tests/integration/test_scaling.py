@@ -1,0 +1,109 @@
+"""Adding partitions to a deployment: the start-up check and the move of lead rows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewPartitions
+
+from conftest import Worker, read_until, send_event
+from factories import DAY_MS, T0, form
+from nurture.agents.state import decode_lead
+from nurture.config.settings import load_settings
+from nurture.streams.leads import changelog_topic
+from nurture.streams.repartition import partition_for
+from nurture.streams.report import read_topic
+from nurture.streams.topics import changelog_topics
+
+LEADS = 30
+
+
+def test_rows_follow_their_leads_to_new_partitions(broker, model_dir, tmp_path, producer) -> None:
+    (tmp_path / "two").mkdir()
+    first = Worker(tmp_path / "two", broker, model_dir, {"NURTURE_KAFKA_PARTITIONS": "2"}, own_topics=True)
+    first.create_topics()
+    first.start()
+    leads = [f"grow-{uuid.uuid4().hex[:6]}-{number}" for number in range(LEADS)]
+    for lead in leads:
+        send_event(producer, first.settings, _signup(lead, T0))
+    _wait_for_rows(first, {lead: f"f-{lead}-{T0}-signup" for lead in leads})
+    busy = _nurture(first.env, "topics", "repartition", "--partitions", "4")
+    first.stop()
+
+    assert busy.returncode != 0
+    assert "stop every worker" in busy.stderr
+
+    four = {**first.env, "NURTURE_KAFKA_PARTITIONS": "4"}
+    _grow_by_hand(first, 4)  # what an operator might do with kafka-topics.sh --alter
+    refused = _nurture(four, "topics", "create")
+    moved = sum(partition_for(lead.encode(), 2) != partition_for(lead.encode(), 4) for lead in leads)
+
+    assert refused.returncode != 0
+    assert "on the wrong partition" in refused.stderr
+    assert "nurture topics repartition --partitions 4" in refused.stderr
+
+    result = _nurture(first.env, "topics", "repartition", "--partitions", "4")
+
+    assert result.returncode == 0, result.stderr
+    assert f"moved {moved} rows of {changelog_topic(first.settings)}" in result.stdout
+    assert _nurture(four, "topics", "create").returncode == 0
+
+    second = first.replacement(tmp_path / "four")
+    second.env = four
+    second.settings = load_settings(environ=four)
+    second.start()
+    # A producer that started before the repartition keeps the old count until its metadata
+    # refresh (metadata.max.age.ms), so the procedure restarts producers; here, a new one.
+    restarted = KafkaProducer(bootstrap_servers=second.settings.bootstrap_servers, acks="all")
+    try:
+        for lead in leads:
+            send_event(restarted, second.settings, _signup(lead, T0 + DAY_MS, name="contact"))
+        _wait_for_rows(second, {lead: f"f-{lead}-{T0 + DAY_MS}-contact" for lead in leads})
+    finally:
+        restarted.close()
+        second.stop()
+    welcomes = Counter(record.key.decode() for record in read_topic(second.settings, second.settings.topics.commands)
+                       if b'"rule":"welcome"' in record.value)
+    assert moved > 0
+    assert welcomes == Counter({lead: 1 for lead in leads})
+
+
+def _signup(lead: str, at: int, name: str = "signup"):
+    return form(lead, at, name, fields={"email": f"{lead}@example.com", "first_name": "Ala"})
+
+
+def _nurture(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    executable = Path(sys.executable).with_name("nurture")
+    return subprocess.run([str(executable), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _grow_by_hand(worker: Worker, partitions: int) -> None:
+    settings = worker.settings
+    names = [*settings.topics.keyed_by_lead(), settings.timers_topic, *changelog_topics(settings)]
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        admin.create_partitions({name: NewPartitions(partitions) for name in names})
+    finally:
+        admin.close()
+
+
+def _wait_for_rows(worker: Worker, event_ids: dict[str, str]) -> None:
+    """Read the lead changelog until each lead's latest row has seen its event, on its partition."""
+    count = worker.settings.kafka.partitions
+
+    def done(records) -> bool:
+        latest = {}
+        for record in records:
+            if record.key.decode() in event_ids:
+                latest[record.key.decode()] = record
+        return len(latest) == len(event_ids) and all(
+            record.value is not None and record.partition == partition_for(record.key, count)
+            and event_ids[lead] in decode_lead(record.value, lead)["seen"]
+            for lead, record in latest.items())
+
+    read_until(worker.settings, changelog_topic(worker.settings), done, worker=worker)
