@@ -23,7 +23,7 @@ from nurture.config.errors import NurtureError
 from nurture.config.settings import Settings
 from nurture.streams.codecs import encode_event
 from nurture.schemas.records import Event
-from nurture.streams.leads import lead_partition, open_consumer, read_lead, read_partition
+from nurture.streams.leads import open_consumer, read_lead, read_partition
 from nurture.streams.topics import TABLES
 
 
@@ -62,17 +62,20 @@ def verify_ledger(settings: Settings) -> list[ChainResult]:
 
 
 def lead_history(settings: Settings, lead_id: str) -> list[dict[str, Any]]:
-    """The ledger entries about ``lead_id``, also after its erasure (they name it by keyed hash)."""
+    """The ledger entries about ``lead_id``, also after its erasure (they name it by keyed hash).
+
+    Every partition is read: after the topics were repartitioned, a lead's older entries
+    stay in the chain of its former partition.
+    """
     memory = ErasureMemory(_ring(settings))
     subject = memory.key("lead", lead_id)
     topic = ledger_topic(settings)
     consumer = _consumer(settings)
     try:
-        partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        if not partitions:
-            return []
-        stored = read_partition(consumer, TopicPartition(topic, lead_partition(lead_id, len(partitions))))
-        return subject_entries(stored.values(), subject)
+        values: list[bytes | None] = []
+        for partition in sorted(consumer.partitions_for_topic(topic) or []):
+            values.extend(read_partition(consumer, TopicPartition(topic, partition)).values())
+        return subject_entries(values, subject)
     finally:
         consumer.close()
 

@@ -148,8 +148,12 @@ def _move_rows(settings: Settings, topic: str, lead_of: Callable[[bytes], bytes]
 
 
 def _changelogs(settings: Settings) -> list[tuple[str, Callable[[bytes], bytes]]]:
-    """Return the changelogs with the function that finds the lead id in a row's key."""
-    leads, timers = changelog_topics(settings)
+    """Return the changelogs keyed by lead, with the function that finds the lead id in a row's key.
+
+    The consent ledger's changelog is not among them: its entries stay in the chain of
+    the partition that wrote them, and a grown topic starts new chains in its new partitions.
+    """
+    leads, timers = changelog_topics(settings)[:2]
     return [(leads, lambda key: key), (timers, lambda key: parse_index_key(key)[1])]
 
 

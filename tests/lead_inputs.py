@@ -1,7 +1,7 @@
 """Valid lead events and malformed records for the bad-input tests.
 
-``lead_events`` is the one place that defines what a valid lead sends; a test that
-needs more events per lead (a consent grant, say) adds them there.
+``lead_events`` is the one place that defines what a valid lead sends: a signup form
+whose consent boxes grant marketing on every channel, a click and an open.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 
 import orjson
 
-from factories import DAY_MS, HOUR_MS, click, form, open_
+from factories import BOXES, DAY_MS, HOUR_MS, click, form, open_
 from nurture.schemas.records import Event
 from nurture.streams.codecs import encode_event
 
@@ -27,7 +27,7 @@ def lead_events(lead: str, at: int, first_name: str) -> list[Event]:
     """Return the valid events of one lead: a signup form with a name, a click and an open."""
     profile = {"email": f"{lead}@example.com", "first_name": first_name}
     return [
-        form(lead, at, "signup", fields=profile),
+        form(lead, at, "signup", fields=profile, consents=BOXES),
         click(lead, at + HOUR_MS, "product_view", session_id=f"s-{lead}"),
         open_(lead, at + DAY_MS, template="welcome"),
     ]

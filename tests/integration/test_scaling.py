@@ -12,7 +12,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewPartitions
 
 from conftest import Worker, read_until, send_event
-from factories import DAY_MS, T0, form
+from factories import BOXES, DAY_MS, T0, form
 from nurture.agents.state import decode_lead
 from nurture.config.settings import load_settings
 from nurture.streams.leads import changelog_topic
@@ -74,7 +74,7 @@ def test_rows_follow_their_leads_to_new_partitions(broker, model_dir, tmp_path, 
 
 
 def _signup(lead: str, at: int, name: str = "signup"):
-    return form(lead, at, name, fields={"email": f"{lead}@example.com", "first_name": "Ala"})
+    return form(lead, at, name, fields={"email": f"{lead}@example.com", "first_name": "Ala"}, consents=BOXES)
 
 
 def _nurture(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
