@@ -145,7 +145,7 @@ def _wait_for_rows(settings, valid, running, timeout_seconds: float = 90.0) -> d
         for record in records[read_so_far[0]:]:
             lead_id = record.key.decode()
             if lead_id in expected and record.value is not None:
-                rows[lead_id] = decode_lead(record.value, lead_id)
+                rows[lead_id] = decode_lead(record.value, lead_id, None)
         read_so_far[0] = len(records)
         return all(ids <= set(rows.get(lead, {}).get("seen", ())) for lead, ids in expected.items())
 

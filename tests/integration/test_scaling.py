@@ -103,7 +103,7 @@ def _wait_for_rows(worker: Worker, event_ids: dict[str, str]) -> None:
                 latest[record.key.decode()] = record
         return len(latest) == len(event_ids) and all(
             record.value is not None and record.partition == partition_for(record.key, count)
-            and event_ids[lead] in decode_lead(record.value, lead)["seen"]
+            and event_ids[lead] in decode_lead(record.value, lead, None)["seen"]
             for lead, record in latest.items())
 
     read_until(worker.settings, changelog_topic(worker.settings), done, worker=worker)
