@@ -18,6 +18,11 @@ PROJECT = Path(__file__).resolve().parents[1]
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
+# Frames that only start the process or a thread: nearly every sample has them.
+WRAPPERS = ("<module>", "main ", "Command.", "Group.", "Context.", "pass_context", "App.main", "Worker.execute",
+            "_add_commands", "BaseEventLoop.run_", "Thread.", "Thread._bootstrap", "_WorkItem.run", "_worker ")
+
+
 def record(py_spy: str, pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
     """Start py-spy on ``pid`` for ``seconds``; the caller waits for the returned process."""
     return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
@@ -52,5 +57,6 @@ def summarise(path: Path, top: int = 25) -> tuple[int, list[tuple[str, float, fl
         for name in set(frames):
             inclusive[name] += count
         own[frames[-1]] += count
-    rows = [(name, 100 * count / total, 100 * own[name] / total) for name, count in inclusive.most_common(top)]
+    rows = [(name, 100 * count / total, 100 * own[name] / total) for name, count in inclusive.most_common()
+            if not name.startswith(WRAPPERS)][:top]
     return total, rows

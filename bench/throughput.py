@@ -69,7 +69,9 @@ def main() -> None:
     for name in args.contenders.split(","):
         progress("throughput", f"running {name}")
         if name == "worker":
-            result.update(run_worker(args, directory, prefix, model_dir, len(events)))
+            figures = run_worker(args, directory, prefix, model_dir, len(events))
+            result["rates"]["worker"] = figures.pop("rate")
+            result.update(figures)
         else:
             result["rates"][name] = run_script(args, name, directory, prefix, model_dir, len(events))
         progress("throughput", f"{name}: {result['rates'][name]:,.0f} events/s")
@@ -104,11 +106,11 @@ def run_worker(args: argparse.Namespace, directory: Path, prefix: str, model_dir
                 raise SystemExit(f"the worker handled {count:,.0f} of {total:,} events before the timeout")
             progress_every(count, total, "worker")
             time.sleep(0.2)
-        out["rates"] = {"worker": (total - first_count) / (now - first_at)}
+        out["rate"] = (total - first_count) / (now - first_at)
         if spy is not None:
             out["profile"] = finish_profile(spy, directory / "profile.txt")
         if args.latency_seconds:
-            rate = out["rates"]["worker"] / 2
+            rate = out["rate"] / 2
             out["latency"] = command_latencies(worker, prefix, rate, args.latency_seconds)
         out["worker_rss_bytes"] = worker.rss_bytes()
     finally:
