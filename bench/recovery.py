@@ -50,9 +50,11 @@ def main() -> None:
     sizes = [0, *(int(text) for text in args.leads.split(","))]
     runs = []
     for leads in sizes:
-        runs.append(measure(leads, templates, model_dir, args.timeout))
-        progress("recovery", f"{leads:,} leads: ready after {runs[-1]['ready_seconds']:.1f} s")
-    common.save("recovery", {"runs": runs, "row_bytes_mean": runs[-1]["changelog_bytes"] / max(sizes[-1], 1)})
+        run = measure(leads, templates, model_dir, args.timeout)
+        runs.append(run)
+        progress("recovery", f"{leads:,} leads: ready after {run['ready_seconds']:.1f} s, "
+                 f"RSS {run['rss_bytes'] / 1e6:,.0f} MB, data {run['disk_bytes'] / 1e6:,.0f} MB")
+        common.save("recovery", {"runs": runs})  # after each size, so that a stopped run keeps the finished ones
     print_table(runs)
 
 
