@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 
 include make/kafka.mk
 include make/chromium.mk
+include make/bench.mk
 
 .PHONY: help venv test unit demo bench clean
 
@@ -34,9 +35,13 @@ unit: venv ## Run only the unit tests (no broker)
 demo: venv kafka-fetch ## Train, run a worker, replay the clickstream and print a report
 	bash scripts/demo.sh
 
-bench: venv kafka-fetch ## Run the benchmarks (scoring, timer index, firing delay) and print their tables
+bench: venv kafka-fetch bench-venv ## Run the benchmarks (docs/benchmarks.md) and print a summary table
+	rm -rf var/bench/results
 	$(VENV_PYTHON) bench/scoring.py
 	bash scripts/with-kafka.sh $(VENV_PYTHON) bench/timers.py --firing 500
+	bash scripts/with-kafka.sh $(VENV_PYTHON) bench/throughput.py --events $(BENCH_EVENTS)
+	bash scripts/with-kafka.sh $(VENV_PYTHON) bench/recovery.py --leads $(BENCH_LEADS)
+	$(VENV_PYTHON) bench/summary.py
 
 clean: ## Remove the virtual environment and local state (not the Kafka jars)
 	rm -rf $(VENV) var nurture.egg-info

@@ -31,6 +31,8 @@ from typing import Any, Callable
 import lightgbm
 import numpy as np
 
+from common import save  # bench/common.py
+
 PROJECT = Path(__file__).resolve().parents[1]
 CLICKSTREAM = PROJECT / "data" / "ecom-clickstream" / "ecom.csv.gz"
 
@@ -67,10 +69,13 @@ def main() -> None:
     name = "contributions (reasons), one row at a time"
     seconds = median_seconds(name, lambda: [model.explain(row) for row in sample], args.repeats)
     report(name, seconds, len(sample))
+    handler = {}
     for size in (1, 500):
         name = f"ingest handler, batch of {size}"
         seconds = median_seconds(name, lambda: run_handler(model, events, size), args.repeats)
         report(name, seconds, len(events))
+        handler[size] = seconds / len(events) * 1e6
+    save("scoring", {"handler_us_batch_1": handler[1], "handler_us_batch_500": handler[500]})
     if args.model_dir is None:
         shutil.rmtree(model_dir, ignore_errors=True)
 

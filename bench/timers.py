@@ -47,7 +47,10 @@ def main() -> None:
     if args.firing:
         from firing import firing_delays  # bench/firing.py
 
+        from common import save
+
         delays = firing_delays(args.firing)
+        save("timers", {"leads": len(delays), "p50_ms": percentile(delays, 50), "p99_ms": percentile(delays, 99)})
         print(f"firing delay over {len(delays)} leads, from clock move to command on the topic: "
               f"p50 {percentile(delays, 50):.0f} ms, p99 {percentile(delays, 99):.0f} ms, "
               f"max {max(delays):.0f} ms")

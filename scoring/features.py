@@ -100,7 +100,6 @@ FEATURE_NAMES = (
     "platform",
 )
 CATEGORICAL_FEATURES = ("channel", "platform")
-_HALF_LIFE_OF_DECAYED = HALF_LIVES_HOURS * len(SIGNALS)  # per DECAYED_FEATURES entry
 
 
 def new_state() -> dict[str, Any]:
@@ -161,10 +160,9 @@ def vector(state: dict[str, Any], at_ms: int) -> list[float]:
     """Return the features of FEATURE_NAMES as seen at ``at_ms`` (epoch ms)."""
     last = state["t"] if state["t"] is not None else at_ms
     elapsed_hours = max(0, at_ms - last) / MS_PER_HOUR
-    decayed = [
-        value * _decay(elapsed_hours, hours)
-        for value, hours in zip(state["decayed"], _HALF_LIFE_OF_DECAYED)
-    ]
+    # One factor per half-life rather than per feature gives the same numbers with far fewer pow calls.
+    factors = _decay_factors(elapsed_hours) * len(SIGNALS)
+    decayed = [value * factor for value, factor in zip(state["decayed"], factors)]
     counts = []
     for signal in COUNTED_SIGNALS:
         counts.append(float(_window_sum(state["hours"][signal], at_ms // MS_PER_HOUR, HOUR_SLOTS)))
@@ -203,12 +201,14 @@ def _add_decayed(state: dict[str, Any], hits: list[bool], at: int) -> None:
     forward_hours = max(0, at - last) / MS_PER_HOUR
     backward_hours = max(0, last - at) / MS_PER_HOUR
     decayed = state["decayed"]
+    forward = _decay_factors(forward_hours)
+    backward = _decay_factors(backward_hours)
     index = 0
     for hit in hits:
-        for hours in HALF_LIVES_HOURS:
-            value = decayed[index] * _decay(forward_hours, hours)
+        for slot in range(len(HALF_LIVES_HOURS)):
+            value = decayed[index] * forward[slot]
             if hit:
-                value += _decay(backward_hours, hours)
+                value += backward[slot]
             decayed[index] = value
             index += 1
     state["t"] = max(at, last)
@@ -242,7 +242,12 @@ def _mark_slot(slots: list[int], period: int) -> None:
 
 
 def _window_sum(slots: list[list[int]], now: int, width: int) -> int:
-    return sum(count for period, count in slots if now - width < period <= now)
+    oldest = now - width
+    total = 0
+    for period, count in slots:
+        if oldest < period <= now:
+            total += count
+    return total
 
 
 def _active_slots(slots: list[int], now: int, width: int) -> int:
@@ -272,6 +277,11 @@ def _keep_touch(state: dict[str, Any], key: str, event: Event, attr: str, earlie
 
 def _decay(elapsed_hours: float, half_life_hours: int) -> float:
     return math.pow(2.0, -elapsed_hours / half_life_hours)
+
+
+def _decay_factors(elapsed_hours: float) -> tuple[float, ...]:
+    """Return the decay over ``elapsed_hours`` for each of HALF_LIVES_HOURS, in that order."""
+    return tuple(_decay(elapsed_hours, hours) for hours in HALF_LIVES_HOURS)
 
 
 def _code(values: tuple[str, ...], touch: list[Any] | None) -> int:

@@ -1,0 +1,199 @@
+"""End-to-end throughput of the worker against the limit and two peers, and its latency at half load.
+
+Run: scripts/with-kafka.sh .venv/bin/python bench/throughput.py [--events N] [--contenders LIST]
+
+It builds --events events once (bench/common.bench_events), produces them once to
+fresh topics, and lets each contender read that backlog from the start in a group
+of its own, one after the other, on the same broker:
+
+* passthrough: raw aiokafka, copy every record to another topic (the limit);
+* worker: `nurture worker` as it runs, measured through its /metrics;
+* faust: a plain Faust agent running the same pipeline one event at a time;
+* quix: the same with Quix Streams (its own virtual environment, --quix-python).
+
+Each contender's rate is its events divided by the time from its first record to
+its last. Then the worker, still running, gets fresh leads' events at half its
+rate for --latency-seconds, each stamped when sent. Latency runs from that stamp
+to the broker timestamp of each command they cause. With --profile-seconds, py-spy
+samples the worker during the backlog. Results go to var/bench/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from common import EVENT_KINDS, PROJECT, Worker, progress  # noqa: E402
+from latency import command_latencies  # noqa: E402
+from spy import record, summarise  # noqa: E402
+
+CONTENDERS = ("passthrough", "worker", "faust", "quix")
+BENCH_VENV = PROJECT / "var" / "bench-venv" / "bin"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events in the backlog")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated, of " + ", ".join(CONTENDERS))
+    parser.add_argument("--latency-seconds", type=float, default=30.0, help="0 skips the latency run")
+    parser.add_argument("--profile-seconds", type=int, default=15, help="0 skips the profile")
+    parser.add_argument("--timeout", type=float, default=900.0, help="maximum wait for one contender (s)")
+    parser.add_argument("--quix-python", default=str(BENCH_VENV / "python"))
+    parser.add_argument("--py-spy", default=str(BENCH_VENV / "py-spy"))
+    args = parser.parse_args()
+    common.broker()
+    common.stop_on_sigterm()
+    common.RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="throughput-", dir=common.RESULTS.parent))
+    model_dir = common.train_model(common.RESULTS.parent)
+    prefix = f"b{uuid.uuid4().hex[:6]}"
+    progress("throughput", f"building {args.events:,} events")
+    events = common.bench_events(args.events, int(time.time() * 1000))
+    common.create_topics(f"{prefix}.{kind}" for kind in EVENT_KINDS)
+    seconds = asyncio.run(common.produce(common.event_records(events, prefix), "produce", len(events)))
+    progress("throughput", f"backlog of {len(events):,} events produced in {seconds:.1f} s")
+    result: dict[str, Any] = {"events": len(events), "partitions": common.PARTITIONS, "rates": {}}
+    for name in args.contenders.split(","):
+        progress("throughput", f"running {name}")
+        if name == "worker":
+            figures = run_worker(args, directory, prefix, model_dir, len(events))
+            result["rates"]["worker"] = figures.pop("rate")
+            result.update(figures)
+        else:
+            result["rates"][name] = run_script(args, name, directory, prefix, model_dir, len(events))
+        progress("throughput", f"{name}: {result['rates'][name]:,.0f} events/s")
+    common.save("throughput", result)
+    if (directory / "profile.txt").exists():
+        shutil.copy(directory / "profile.txt", common.RESULTS / "worker-profile.txt")
+    shutil.rmtree(directory, ignore_errors=True)
+    print_table(result)
+
+
+def run_worker(args: argparse.Namespace, directory: Path, prefix: str, model_dir: Path, total: int) -> dict[str, Any]:
+    (directory / "worker").mkdir()
+    worker = Worker(directory / "worker", f"{prefix}-worker", prefix, model_dir)
+    worker.create_topics()
+    worker.start()
+    topics = tuple(f"{prefix}.{kind}" for kind in EVENT_KINDS)
+    out: dict[str, Any] = {}
+    try:
+        first_at, first_count, spy = 0.0, 0.0, None
+        deadline = time.monotonic() + args.timeout
+        while True:
+            worker.check_alive()
+            count = worker.records_in(topics)
+            now = time.time()
+            if count and not first_at:
+                first_at, first_count = now, count
+                if args.profile_seconds:
+                    spy = record(args.py_spy, worker.process.pid, args.profile_seconds, directory / "profile.txt")
+            if count >= total:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the worker handled {count:,.0f} of {total:,} events before the timeout")
+            progress_every(count, total, "worker")
+            time.sleep(0.2)
+        out["rate"] = (total - first_count) / (now - first_at)
+        if spy is not None:
+            out["profile"] = finish_profile(spy, directory / "profile.txt")
+        if args.latency_seconds:
+            rate = out["rate"] / 2
+            out["latency"] = command_latencies(worker, prefix, rate, args.latency_seconds)
+        out["worker_rss_bytes"] = worker.rss_bytes()
+    finally:
+        worker.stop()
+    return out
+
+
+_last_report = [0.0]
+
+
+def progress_every(count: float, total: int, name: str) -> None:
+    if time.monotonic() - _last_report[0] >= 5:
+        _last_report[0] = time.monotonic()
+        progress(name, f"handled {count:,.0f} of {total:,}")
+
+
+def finish_profile(spy: subprocess.Popen[bytes], path: Path) -> dict[str, Any]:
+    _, errors = spy.communicate(timeout=120)
+    if spy.returncode != 0 or not path.exists():
+        message = errors.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        progress("profile", f"py-spy failed: {message[0]}")
+        return {"error": message[0]}
+    samples, rows = summarise(path)
+    return {"samples": samples, "top": rows}
+
+
+def run_script(args: argparse.Namespace, name: str, directory: Path, prefix: str, model_dir: Path, total: int) -> float:
+    group = f"{prefix}-{name}"
+    python = args.quix_python if name == "quix" else sys.executable
+    script = {"passthrough": "passthrough.py", "faust": "faust_agent.py", "quix": "quix_pipeline.py"}[name]
+    result = directory / f"{name}.json"
+    command = [python, str(PROJECT / "bench" / script), "--prefix", prefix, "--group", group,
+               "--expect", str(total), "--result", str(result)]
+    if name != "passthrough":
+        (directory / name).mkdir()
+        command += ["--model-dir", str(model_dir), "--data-dir", str(directory / name / "data"),
+                    "--journeys", str(common.journeys_without_quiet_hours(directory / name))]
+    common.create_topics([f"{prefix}.{group}.{'out' if name == 'passthrough' else 'commands'}"])
+    with (directory / f"{name}.log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + args.timeout
+        while not result.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        stop(process)
+    if not result.exists():
+        tail = (directory / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+        raise SystemExit(f"{name} gave no result:\n" + "\n".join(tail))
+    summary = json.loads(result.read_text())
+    return summary["count"] / (summary["last"] - summary["first"])
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def print_table(result: dict[str, Any]) -> None:
+    rates = result["rates"]
+    worker = rates.get("worker")
+    print(f"\nthroughput over a backlog of {result['events']:,} events, {result['partitions']} partitions")
+    print(f"{'contender':<14}{'events/s':>12}{'worker / this':>16}")
+    for name, rate in rates.items():
+        ratio = f"{worker / rate:.2f}" if worker and name != "worker" else ""
+        print(f"{name:<14}{rate:>12,.0f}{ratio:>16}")
+    latency = result.get("latency")
+    if latency:
+        print(f"latency at {latency['rate']:,.0f} events/s for {latency['seconds']:.0f} s: "
+              f"p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms, max {latency['max_ms']:.0f} ms "
+              f"over {latency['commands']:,} commands")
+    profile = result.get("profile")
+    if profile and "top" in profile:
+        print(f"\nworker profile, {profile['samples']:,} samples (inclusive %, self %):")
+        for name, inclusive, own in profile["top"]:
+            print(f"{inclusive:6.1f} {own:6.1f}  {name}")
+
+
+if __name__ == "__main__":
+    main()
