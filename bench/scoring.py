@@ -50,7 +50,7 @@ def main() -> None:
 
     configure_logging(LogSettings(format="console", level="warning"))
     progress("reading the clickstream")
-    events = read_events(CLICKSTREAM)
+    events = read_events(CLICKSTREAM)  # forms carry consent boxes, so commands pass the consent gate
     model_dir = args.model_dir or train_model(events)
     model = load_model(model_dir)
     rows = feature_rows(events)
@@ -137,16 +137,32 @@ def run_handler(model: Any, events: list[Any], size: int) -> None:
     async def discard(*_: Any) -> None:
         return None
 
-    inputs = Inputs({f"events.{kind}": kind for kind in ("click", "open", "form")},
-                    {f"events.{kind}": "json" for kind in ("click", "open", "form")}, "timers")
+    kinds = ("click", "open", "form", "consent")
+    inputs = Inputs({f"events.{kind}": kind for kind in kinds}, {f"events.{kind}": "json" for kind in kinds}, "timers")
     handler = IngestHandler(inputs, {}, Outputs(discard, discard), RuntimeHolder(runtime),
-                            index={}, clock=SystemClock())
+                            index={}, clock=SystemClock(), privacy=_privacy(discard))
 
     async def feed() -> None:
         for start in range(0, len(records), size):
             await handler.handle_batch(records[start:start + size], lambda record: None)
 
     asyncio.run(feed())
+
+
+def _privacy(discard: Any) -> Any:
+    """Privacy parts with a fresh key ring: rows are sealed as in a worker, the ledger is a dict."""
+    from pathlib import Path
+
+    from nurture.agents.privacy.erasure import ErasureMemory
+    from nurture.agents.privacy.keys import keygen_text, parse_keys
+    from nurture.agents.privacy.requests import PrivacyParts
+    from nurture.agents.privacy.vault import Vault
+    from nurture.streams.ledger_store import LedgerStore
+
+    ring = parse_keys(keygen_text(), "bench")
+    memory = ErasureMemory(ring)
+    memory.loaded.set()
+    return PrivacyParts(Vault(ring), memory, LedgerStore({}), discard, discard, Path("var/bench-exports"))
 
 
 class _Message:
