@@ -62,7 +62,7 @@ def verify_ledger(settings: Settings) -> list[ChainResult]:
 
 
 def lead_history(settings: Settings, lead_id: str) -> list[dict[str, Any]]:
-    """The ledger entries about ``lead_id``, also after its erasure (they name it by keyed hash).
+    """Return the ledger entries about ``lead_id``, also after its erasure (they name it by keyed hash).
 
     Every partition is read: after the topics were repartitioned, a lead's older entries
     stay in the chain of its former partition.
@@ -81,7 +81,7 @@ def lead_history(settings: Settings, lead_id: str) -> list[dict[str, Any]]:
 
 
 def export_lead(settings: Settings, lead_id: str) -> dict[str, Any] | None:
-    """Everything held about ``lead_id``: its opened row and its consent ledger entries."""
+    """Return everything held about ``lead_id``: its opened row and its consent ledger entries."""
     vault = Vault(_ring(settings))
     try:
         lead = read_lead(settings, lead_id, vault)

@@ -2,7 +2,7 @@
 
 A lead's consent state keeps, per channel and purpose, the latest change by
 event time. A withdrawal and a grant at the same millisecond resolve to the
-withdrawal. A command may leave only while the lead's state holds a grant for
+withdrawal. A command may leave only while the lead's state contains a grant for
 the channel it needs and the configured purpose, given after the lead's
 ``consent_floor`` (the time its address was last erased, when it was).
 """
@@ -48,7 +48,7 @@ def apply_consent(lead: dict[str, Any], event: Event) -> bool:
 
 
 def form_consents(form: Event) -> list[Event]:
-    """The consent changes a form's consent boxes carry, as consent events with source form."""
+    """Return the consent changes of a form's consent boxes, as consent events with source form."""
     return [
         Event("consent", f"{form.event_id}:{box['channel']}:{box['purpose']}", form.lead_id, form.event_time,
               form.produced_at, {**box, "source": "form"})

@@ -1,6 +1,6 @@
 """Erasure memory: which leads and addresses were erased, and when, without personal data.
 
-Every worker holds the whole memory, read from the compacted erasures topic, so
+Every worker keeps the whole memory, read from the compacted erasures topic, so
 that an event of an erased lead replayed from the earliest offset, on any
 partition, does not bring the lead back, and a new lead with an erased address
 needs consent given after the erasure. Keys are keyed hashes
@@ -53,7 +53,7 @@ class ErasureMemory:
         return max((at for at in times if at is not None), default=None)
 
     def keys_of(self, lead_id: str, profile: dict[str, Any]) -> list[str]:
-        """The memory keys an erasure of this lead records."""
+        """Return the memory keys that an erasure of this lead records."""
         return [self.key("lead", lead_id),
                 *(self.key(kind, str(profile[kind])) for kind in ADDRESS_FIELDS if profile.get(kind))]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Row fields shown under their own heading; whatever else the row holds goes under "other".
+# Row fields shown under their own heading; whatever else the row contains goes under "other".
 _SECTIONS = {
     "profile": "profile",
     "consent": "consent",

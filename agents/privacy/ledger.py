@@ -1,7 +1,7 @@
 """The consent ledger: an append-only, hash-chained record of every consent change.
 
 Each partition of the consent topic has its own chain, written only by the
-worker that owns the partition. Entry ``n`` holds the SHA-256 hash of entry
+worker that owns the partition. Entry ``n`` contains the SHA-256 hash of entry
 ``n - 1`` and its own hash over its content and that link, so changing,
 removing or reordering a stored entry breaks the chain at that place. Entries
 name the lead by a keyed hash (``subject``), never by its id or address, so
@@ -55,7 +55,7 @@ def make_entry(previous: Mapping[str, Any] | None, partition: int, content: Mapp
 
 
 def entry_content(subject: str, event: Any, applied: bool, recorded_at: int) -> dict[str, Any]:
-    """The ledger's view of a consent change: everything but personal data."""
+    """Return the ledger's view of a consent change: everything but personal data."""
     attrs = event.attrs
     return {
         "subject": subject, "channel": attrs["channel"], "purpose": attrs["purpose"],

@@ -1,7 +1,7 @@
 """Erasure and export requests from privacy.requests, carried out by the worker that owns the lead.
 
 An erasure deletes the lead's row (a tombstone in the changelog) and its timer
-index entry, forgets its data key, records the erasure in the erasure memory
+index entry, drops its data key from memory, records the erasure in the erasure memory
 of every worker, and publishes a receipt. Its consent ledger entries stay:
 they name the lead by a keyed hash only and prove what consent it gave when.
 An export writes the whole opened row and the lead's ledger entries to a
@@ -33,7 +33,7 @@ Send = Callable[[bytes, bytes], Awaitable[Any]]
 
 @dataclass
 class PrivacyParts:
-    """What the ingest handler needs for personal data, consent and privacy requests."""
+    """The parts the ingest handler needs for personal data, consent and privacy requests."""
 
     vault: Vault | None  # None until the worker has loaded the key ring
     erasures: ErasureMemory
