@@ -1,9 +1,9 @@
 """The worker's admin API: lead lookup, consent history, export and erasure, each one audited.
 
-Every call needs a bearer token (401 without one, 403 with a wrong one), gets
-400 with a message for a malformed lead id or body, and leaves an audit entry
-with the token's name, the action, the lead, the time and the result. A lead
-is served by the worker that owns its partition; other replicas answer 404.
+Every call needs a bearer token: 401 without one, 403 with a wrong one. A
+malformed lead id or body gets 400 with a message. Every call leaves an audit
+entry with the token's name, the action, the lead, the time and the result. A
+lead is served by the worker that owns its partition; other replicas answer 404.
 """
 
 from __future__ import annotations
