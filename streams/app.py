@@ -19,6 +19,7 @@ from nurture.config.settings import EVENT_KINDS, Settings
 from nurture.streams import endpoints
 from nurture.streams.clock import make_clock
 from nurture.streams.dashboard import register_dashboard
+from nurture.streams.kafka_clients import broker_credentials
 from nurture.streams.logs import logging_config
 from nurture.streams.metrics import Metrics
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
@@ -35,6 +36,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     app = faust.App(
         settings.worker.app_id,
         broker=settings.kafka.broker,
+        broker_credentials=broker_credentials(settings),
         store=store,
         datadir=settings.worker.data_dir,
         topic_partitions=settings.kafka.partitions,

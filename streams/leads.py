@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -11,6 +10,7 @@ from kafka.partitioner.default import murmur2
 from nurture.agents.state import decode_lead
 from nurture.config.settings import Settings
 from nurture.streams.app import LEADS_TABLE
+from nurture.streams.kafka_clients import connect
 
 BOOTSTRAP_TIMEOUT_MS = 10_000
 
@@ -29,16 +29,8 @@ def read_lead(settings: Settings, lead_id: str) -> dict[str, Any] | None:
     """
     topic = changelog_topic(settings)
     key = lead_id.encode("utf-8")
-    # A broker that cannot be reached raises after the bootstrap timeout, and the caller
-    # reports that once. kafka-python's own line per connection attempt would only repeat it.
-    kafka_log = logging.getLogger("kafka")
-    level = kafka_log.level
-    kafka_log.setLevel(max(level, logging.CRITICAL))
-    try:
-        consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                 group_id=None, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
-    finally:
-        kafka_log.setLevel(level)
+    consumer = connect(settings, KafkaConsumer, enable_auto_commit=False, group_id=None,
+                       bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
     try:
         partitions = sorted(consumer.partitions_for_topic(topic) or [])
         if not partitions:

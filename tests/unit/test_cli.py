@@ -71,7 +71,7 @@ def test_journeys_show_without_broker_says_so(tmp_path: Path) -> None:
     result = _run(["journeys", "show", "lead-1"], tmp_path)
 
     assert result.returncode == 1
-    assert "cannot read the lead table from the Kafka broker at 127.0.0.1:9" in result.stderr
+    assert "cannot read the lead table: cannot reach the Kafka broker at 127.0.0.1:9" in result.stderr
     assert "make kafka" in result.stderr
     assert "Traceback" not in result.stderr
 
