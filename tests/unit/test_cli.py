@@ -170,3 +170,14 @@ def test_worker_on_taken_port_stops_with_hint(tmp_path: Path, model_dir: Path) -
     assert result.returncode == 1
     assert f"web port {port} on 127.0.0.1 is not free" in result.stderr
     assert "NURTURE_WORKER_WEB_PORT" in result.stderr
+
+
+def test_unloadable_tls_file_stops_before_anything(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    result = _run(["topics", "create"], tmp_path, NURTURE_KAFKA_SECURITY_PROTOCOL="SSL",
+                  NURTURE_KAFKA_SSL_CAFILE=str(tmp_path / "ca.pem"))
+
+    assert result.returncode == 2
+    assert f"invalid settings: [kafka] ssl_cafile: cannot load CA certificates from {tmp_path / 'ca.pem'}" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
