@@ -422,9 +422,9 @@ def _check_kafka_security(kafka: KafkaSettings, where: dict[tuple[str, str], str
         applies = kafka.uses_tls if key in _TLS_KEYS else kafka.uses_sasl
         if applies or getattr(kafka, key) == getattr(defaults, key):
             continue
-        wanted = "SSL or SASL_SSL" if key in _TLS_KEYS else "SASL_SSL or SASL_PLAINTEXT"
+        protocols = "SSL or SASL_SSL" if key in _TLS_KEYS else "SASL_SSL or SASL_PLAINTEXT"
         raise ConfigError(
-            f"{where[('kafka', key)]}: applies only when [kafka] security_protocol is {wanted}, "
+            f"{where[('kafka', key)]}: applies only when [kafka] security_protocol is {protocols}, "
             f"but it is {protocol}; set security_protocol, or remove {key}")
 
     if kafka.ssl_keyfile and not kafka.ssl_certfile:

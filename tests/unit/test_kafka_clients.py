@@ -65,7 +65,7 @@ def test_hostname_check_can_be_turned_off(certificates: Certificates) -> None:
     assert context.verify_mode == ssl.CERT_REQUIRED
 
 
-def test_client_certificate_that_does_not_match_its_key_is_a_settings_error(certificates: Certificates) -> None:
+def test_client_certificate_not_matching_its_key_is_rejected_as_settings_error(certificates: Certificates) -> None:
     settings = secured(security_protocol="SSL", ssl_certfile=str(certificates.ca),
                        ssl_keyfile=str(certificates.client_key))
 

@@ -105,7 +105,7 @@ def test_tls_files_are_read_from_file_and_environment(tmp_path: Path) -> None:
     assert settings.kafka.ssl_check_hostname is False
 
 
-def test_defaults_of_tls_and_sasl_keys_may_be_repeated_in_plaintext() -> None:
+def test_plaintext_accepts_tls_and_sasl_keys_set_to_their_defaults() -> None:
     settings = load_settings(environ={"NURTURE_KAFKA_SSL_CAFILE": "", "NURTURE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"})
 
     assert settings.kafka.security_protocol == "PLAINTEXT"
@@ -149,6 +149,6 @@ def test_bad_kafka_security_names_file_and_key(tmp_path: Path, text: str, enviro
         load_settings(path, environ=environ)
 
 
-def test_tls_key_in_environment_without_tls_names_the_variable() -> None:
+def test_tls_key_in_environment_without_tls_is_rejected_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"environment variable NURTURE_KAFKA_SSL_CERTFILE: applies only when"):
         load_settings(environ={"NURTURE_KAFKA_SSL_CERTFILE": "client.pem"})
