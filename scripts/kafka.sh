@@ -379,13 +379,6 @@ resolve_secure_port() {
 
 # --- config files -----------------------------------------------------------
 
-listener_list() {
-  local broker_port=$1 controller_port=$2 list
-  list="PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port"
-  [[ -z $SSL_PORT ]] || list+=",SSL://127.0.0.1:$SSL_PORT"
-  [[ -z $SASL_SSL_PORT ]] || list+=",SASL_SSL://127.0.0.1:$SASL_SSL_PORT"
-  printf '%s\n' "$list"
-}
 
 # Print the server.properties lines of the secure listeners, or nothing.
 secure_listener_properties() {
@@ -411,11 +404,22 @@ secure_listener_properties() {
 }
 
 write_server_properties() {
-  local broker_port=$1 controller_port=$2 listeners
-  listeners=$(listener_list "$broker_port" "$controller_port")
-  # With a SASL listener, the file holds the passwords of KAFKA_SCRAM_USERS.
-  : >"$SERVER_PROPERTIES"
-  chmod 600 "$SERVER_PROPERTIES"
+  local broker_port=$1 controller_port=$2
+  local listeners="PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port"
+  local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  if [[ -n $SSL_PORT ]]; then
+    listeners+=",SSL://127.0.0.1:$SSL_PORT"
+    protocols+=",SSL:SSL"
+  fi
+  if [[ -n $SASL_SSL_PORT ]]; then
+    listeners+=",SASL_SSL://127.0.0.1:$SASL_SSL_PORT"
+    protocols+=",SASL_SSL:SASL_SSL"
+  fi
+  if [[ -n $SASL_SSL_PORT ]]; then
+    # The file then holds the passwords of KAFKA_SCRAM_USERS.
+    : >"$SERVER_PROPERTIES"
+    chmod 600 "$SERVER_PROPERTIES"
+  fi
   cat >"$SERVER_PROPERTIES" <<EOF
 # scripts/kafka.sh rewrites this file on every start, so edits are lost.
 process.roles=broker,controller
@@ -423,7 +427,7 @@ node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
 listeners=$listeners
 advertised.listeners=$listeners
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL
+listener.security.protocol.map=$protocols
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 log.dirs=$METADATA_DIR
@@ -443,8 +447,8 @@ group.initial.rebalance.delay.ms=0
 
 # Compacted changelog topics need the log cleaner.
 log.cleaner.enable=true
-$(secure_listener_properties)
 EOF
+  secure_listener_properties >>"$SERVER_PROPERTIES"
 }
 
 write_log4j_config() {
@@ -472,7 +476,8 @@ EOF
 # --- KRaft storage ----------------------------------------------------------
 
 # Set SCRAM_ARGUMENTS to the storage tool's --add-scram arguments for
-# KAFKA_SCRAM_USERS, empty without a SASL listener.
+# KAFKA_SCRAM_USERS, empty without a SASL listener. (Bash before 4.4 calls an
+# empty array unbound under set -u, hence the ${...+...} where it is used.)
 scram_arguments() {
   local entry mechanism
   SCRAM_ARGUMENTS=()
@@ -500,7 +505,7 @@ format_storage_once() {
   cluster_id=$(storage_tool random-uuid)
   scram_arguments
   if ! output=$(storage_tool format --config "$SERVER_PROPERTIES" --cluster-id "$cluster_id" --standalone \
-      "${SCRAM_ARGUMENTS[@]}" 2>&1); then
+      ${SCRAM_ARGUMENTS[@]+"${SCRAM_ARGUMENTS[@]}"} 2>&1); then
     printf '%s\n' "$output" >&2
     die "formatting the KRaft log directory $METADATA_DIR failed (the storage tool's output is above). Delete $KAFKA_DATA and retry."
   fi
