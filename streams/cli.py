@@ -166,6 +166,7 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tupl
         raise click.ClickException(str(exc)) from exc
     holder.runtime = runtime
     log.info("worker_starting", app_id=worker.app_id, broker=settings.bootstrap_servers,
+             security_protocol=settings.kafka.security_protocol,
              model_version=runtime.model.version,
              shadow_model_version=runtime.shadow.version if runtime.shadow else None,
              rules=[rule.name for rule in rules], journeys=[journey.name for journey in book.journeys],

@@ -277,6 +277,7 @@ def run_delivery(settings: Settings, once: bool = False) -> DeliveryCounts:
     previous = {number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
     log.info("deliver_started", group_id=deliver.group_id, commands_topic=settings.topics.commands,
              feedback_topic=settings.topics.feedback, broker=settings.bootstrap_servers,
+             security_protocol=settings.kafka.security_protocol,
              smtp_server=f"{deliver.smtp_host}:{deliver.smtp_port}", smtp_starttls=deliver.smtp_starttls,
              smtp_login=bool(deliver.smtp_user), templates=templates.names(),
              templates_dir=str(templates.directory), store=str(store.path), once=once,

@@ -39,7 +39,8 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
     context.check_hostname = kafka.ssl_check_hostname
     if kafka.ssl_certfile:
         try:
-            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile or None)
+            # An empty password makes an encrypted key fail here; without one OpenSSL would prompt.
+            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile or None, password="")
         except (OSError, ssl.SSLError) as exc:
             files = " and ".join(path for path in (kafka.ssl_certfile, kafka.ssl_keyfile) if path)
             raise ConfigError(

@@ -96,8 +96,10 @@ def test_pipeline_runs_over_scram_and_mutual_tls(secure_broker: SecureBroker, mo
     finally:
         worker.stop()
 
+    log = worker.log_path.read_text(errors="replace")
     assert [command["template"] for command in commands_for(records, {lead})] == ["welcome"]
-    assert PASSWORD not in worker.log_path.read_text(errors="replace")
+    assert '"security_protocol": "SASL_SSL"' in log
+    assert PASSWORD not in log
 
 
 def test_plain_login_creates_topics(secure_broker: SecureBroker, model_dir: Path, tmp_path: Path) -> None:

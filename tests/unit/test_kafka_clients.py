@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import ssl
+from pathlib import Path
 from typing import Any
 
 import faust
 import pytest
+from cryptography.hazmat.primitives import serialization
 from faust.types.auth import AuthProtocol, SASLMechanism
 from kafka import KafkaConsumer
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError, SaslAuthenticationFailedError
@@ -70,6 +72,18 @@ def test_client_certificate_not_matching_its_key_is_rejected_as_settings_error(c
                        ssl_keyfile=str(certificates.client_key))
 
     with pytest.raises(ConfigError, match=r"\[kafka\] ssl_certfile and ssl_keyfile: cannot load .*ca\.pem"):
+        client_options(settings)
+
+
+def test_encrypted_client_key_is_rejected_without_prompting(certificates: Certificates, tmp_path: Path) -> None:
+    key = serialization.load_pem_private_key(certificates.client_key.read_bytes(), None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"key-password")))
+    settings = secured(security_protocol="SSL", ssl_certfile=str(certificates.client_cert),
+                       ssl_keyfile=str(encrypted))
+
+    with pytest.raises(ConfigError, match="cannot load a certificate and its unencrypted private key"):
         client_options(settings)
 
 
