@@ -40,6 +40,7 @@ class SecureBroker:
 
 @pytest.fixture(scope="module")
 def secure_broker(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    # `broker` is not used: it skips the module outside `make test`, as it skips the other integration tests.
     directory = tmp_path_factory.mktemp("secure-broker")
     certificates = make_certificates(directory / "certs")
     env = {**os.environ, "KAFKA_DATA": str(directory / "kafka"), "KAFKA_PORT": "auto",
