@@ -72,7 +72,11 @@ def firing_delays(leads: int) -> list[float]:
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         from kafka import KafkaConsumer, KafkaProducer
 
-        producer = KafkaProducer(bootstrap_servers=broker.removeprefix("kafka://"), acks="all")
+        from nurture.config.settings import load_settings
+        from nurture.streams.kafka_clients import connect
+
+        settings = load_settings(environ=env)  # the worker's, so also its TLS and SASL settings
+        producer = connect(settings, KafkaProducer, acks="all")
         _progress(f"sending {leads} forms")
         for number in range(leads):
             lead_id = f"{app_id}-{number}"
@@ -80,8 +84,8 @@ def firing_delays(leads: int) -> list[float]:
                       "produced_at": start_ms, "form": "bench", "fields": {"email": "bench@example.com"}}
             producer.send(f"{app_id}.form", key=lead_id.encode(), value=orjson.dumps(record))
         producer.flush()
-        consumer = KafkaConsumer(f"{app_id}.commands", bootstrap_servers=broker.removeprefix("kafka://"),
-                                 auto_offset_reset="earliest", group_id=None)
+        consumer = connect(settings, KafkaConsumer, auto_offset_reset="earliest", group_id=None)
+        consumer.subscribe([settings.topics.commands])
         _read(consumer, "first", leads, worker)
         moved_ms = int(time.time() * 1000)
         _set_clock(directory / "clock", start_ms + 61_000)

@@ -25,6 +25,10 @@ DEFAULT_JOURNEYS_FILE = PACKAGE_CONFIG_DIR / "journeys.toml"
 DEFAULT_TEMPLATES_DIR = PACKAGE_CONFIG_DIR / "templates"
 EVENT_KINDS = ("click", "open", "form")
 CODECS = ("json", "avro")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,22 @@ class KafkaSettings:
     partitions: int = 6
     replication_factor: int = 1
     admin_timeout_seconds: float = 30.0
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    ssl_cafile: str = ""  # PEM file of the CAs that sign the brokers' certificates; empty: the system's CAs
+    ssl_certfile: str = ""  # PEM client certificate for mutual TLS; empty: none
+    ssl_keyfile: str = ""  # PEM private key of ssl_certfile, unencrypted; empty: the key is in ssl_certfile
+    ssl_check_hostname: bool = True  # the broker's certificate must name the host that clients connect to
+    sasl_mechanism: str = "SCRAM-SHA-512"  # SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN
+    sasl_username: str = ""
+    sasl_password_env: str = "KAFKA_SASL_PASSWORD"  # environment variable with the SASL password
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in TLS_PROTOCOLS
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in SASL_PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -171,6 +191,8 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     source: str = "defaults"
+    # Read from the variable that [kafka] sasl_password_env names; repr leaves it out.
+    kafka_sasl_password: str = field(default="", repr=False)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -204,6 +226,8 @@ _SECTIONS: dict[str, type] = {
     "privacy": PrivacySettings,
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("kafka", "security_protocol"): SECURITY_PROTOCOLS,
+    ("kafka", "sasl_mechanism"): SASL_MECHANISMS,
     ("codecs", "click"): CODECS,
     ("codecs", "open"): CODECS,
     ("codecs", "form"): CODECS,
@@ -240,8 +264,9 @@ def load_settings(
     source = str(file_path) if file_path is not None else "defaults"
     if any(place.startswith("environment variable") for place in where.values()):
         source += " and environment variables"
+    password = _kafka_password(sections["kafka"], where, environ)
 
-    return Settings(**sections, source=source)
+    return Settings(**sections, source=source, kafka_sasl_password=password)
 
 
 def _settings_path(
@@ -399,6 +424,7 @@ def _check_ranges(
             raise ConfigError(f"{place}: must be at least {minimum}, got {value}")
     if name == "kafka":
         _check_broker(settings.broker, where.get(("kafka", "broker"), "[kafka] broker"))
+        _check_kafka_security(settings, where)
 
 
 def _check_broker(broker: str, place: str) -> None:
@@ -414,3 +440,53 @@ def _check_broker(broker: str, place: str) -> None:
                 f"{place}: {entry!r} is not a broker address; use kafka://HOST:PORT "
                 "(several separated by ';')"
             )
+
+
+_TLS_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
+_SASL_KEYS = ("sasl_mechanism", "sasl_username", "sasl_password_env")
+
+
+def _check_kafka_security(kafka: KafkaSettings, where: dict[tuple[str, str], str]) -> None:
+    """Reject TLS or SASL keys that the security protocol would ignore, and missing files."""
+    protocol = kafka.security_protocol
+    defaults = KafkaSettings()
+    for key in (*_TLS_KEYS, *_SASL_KEYS):
+        applies = kafka.uses_tls if key in _TLS_KEYS else kafka.uses_sasl
+        if applies or getattr(kafka, key) == getattr(defaults, key):
+            continue
+        protocols = "SSL or SASL_SSL" if key in _TLS_KEYS else "SASL_SSL or SASL_PLAINTEXT"
+        raise ConfigError(
+            f"{where[('kafka', key)]}: applies only when [kafka] security_protocol is {protocols}, "
+            f"but it is {protocol}; set security_protocol, or remove {key}")
+
+    if kafka.ssl_keyfile and not kafka.ssl_certfile:
+        raise ConfigError(
+            f"{where[('kafka', 'ssl_keyfile')]}: a private key needs its certificate; set [kafka] ssl_certfile")
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(kafka, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{where[('kafka', key)]}: file {path} not found")
+    if kafka.uses_sasl and not kafka.sasl_username:
+        place = where.get(("kafka", "security_protocol"), "[kafka] security_protocol")
+        raise ConfigError(f"{place}: {protocol} needs a user; set [kafka] sasl_username")
+
+
+def _kafka_password(
+    kafka: KafkaSettings, where: dict[tuple[str, str], str], environ: Mapping[str, str]
+) -> str:
+    """Return the SASL password from the variable that ``sasl_password_env`` names; empty without SASL."""
+    if not kafka.uses_sasl:
+        return ""
+    place = where.get(("kafka", "sasl_password_env"), "[kafka] sasl_password_env")
+    name = kafka.sasl_password_env
+    if not name or name.upper().startswith("NURTURE_"):
+        raise ConfigError(
+            f"{place}: {name!r} cannot hold the password; name a variable outside NURTURE_*, such as "
+            "KAFKA_SASL_PASSWORD, because every NURTURE_* variable must be a setting")
+    password = environ.get(name, "")
+    if not password:
+        raise ConfigError(
+            f"{place}: the variable {name} is unset or empty; export the SASL password of "
+            f"{kafka.sasl_username} in it")
+
+    return password

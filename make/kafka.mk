@@ -4,9 +4,10 @@
 #   include make/kafka.mk
 #
 # The settings of scripts/kafka.sh (KAFKA_PORT, KAFKA_DATA, KAFKA_HOME,
-# KAFKA_VERSION, KAFKA_HEAP_OPTS, KAFKA_START_TIMEOUT) pass through from the
-# environment or the make command line, e.g. `make kafka KAFKA_PORT=auto`,
-# because make exports both to recipes.
+# KAFKA_VERSION, KAFKA_HEAP_OPTS, KAFKA_START_TIMEOUT, and the secure listeners'
+# KAFKA_SSL_PORT, KAFKA_SASL_SSL_PORT and the others that `scripts/kafka.sh
+# --help` lists) pass through from the environment or the make command line,
+# e.g. `make kafka KAFKA_PORT=auto`, because make exports both to recipes.
 
 # Directory of the repository, found from this file's path, so the targets
 # also work with `make -C` and `make -f`.

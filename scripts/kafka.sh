@@ -19,9 +19,22 @@
 #   KAFKA_HEAP_OPTS  JVM heap options of the broker (default: -Xmx512m).
 #   KAFKA_START_TIMEOUT  Seconds that start waits for the broker to respond (default: 60).
 #
+# Secure listeners, off unless their port is set; the plaintext listener stays:
+#   KAFKA_SSL_PORT       Also listen with TLS on this port of 127.0.0.1, or "auto".
+#   KAFKA_SASL_SSL_PORT  Also listen with TLS and SASL (SCRAM-SHA-256, SCRAM-SHA-512
+#                        and PLAIN) on this port of 127.0.0.1, or "auto".
+#   KAFKA_SSL_KEYSTORE   PEM file with the broker's unencrypted PKCS#8 private key and
+#                        its certificate chain; needed by both secure listeners.
+#   KAFKA_SSL_CLIENT_CA  PEM file of the CA that signs client certificates. When set,
+#                        the TLS listener accepts only clients that present one.
+#   KAFKA_SCRAM_USERS    Users of the SASL listener, "NAME=PASSWORD" separated by spaces.
+#                        The SCRAM users are stored when the data dir is formatted,
+#                        on its first start, so later changes reach only PLAIN.
+#
 # After start, $KAFKA_DATA/broker.env contains KAFKA_BOOTSTRAP=127.0.0.1:PORT,
 # NURTURE_BROKER=kafka://127.0.0.1:PORT, KAFKA_PID and KAFKA_LOG, one KEY=VALUE per
 # line without quotes, so that `set -a; . broker.env` points nurture at the broker.
+# With secure listeners it also has KAFKA_SSL_BOOTSTRAP and KAFKA_SASL_SSL_BOOTSTRAP.
 #
 # Needs bash 4 or newer and Linux, because it reads /proc to tell whether a
 # pid is still the broker. flock (util-linux) serializes concurrent calls when
@@ -105,6 +118,47 @@ load_settings() {
 
   LIBS_DIR=$KAFKA_HOME/libs
   KAFKA_JAR=$LIBS_DIR/kafka_2.13-$KAFKA_VERSION.jar
+  load_secure_settings
+}
+
+# Check the settings of the secure listeners, which are off unless a port is set.
+load_secure_settings() {
+  local name entry
+  KAFKA_SSL_PORT=${KAFKA_SSL_PORT:-}
+  KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-}
+  KAFKA_SSL_KEYSTORE=${KAFKA_SSL_KEYSTORE:-}
+  KAFKA_SSL_CLIENT_CA=${KAFKA_SSL_CLIENT_CA:-}
+  KAFKA_SCRAM_USERS=${KAFKA_SCRAM_USERS:-}
+
+  for name in KAFKA_SSL_PORT KAFKA_SASL_SSL_PORT; do
+    if [[ -n ${!name} && ${!name} != auto ]] && ! is_valid_port "${!name}"; then
+      die "invalid $name '${!name}': expected a port number from 1 to 65535, or 'auto'."
+    fi
+  done
+  if [[ -z $KAFKA_SSL_PORT$KAFKA_SASL_SSL_PORT ]]; then
+    return 0
+  fi
+
+  if [[ -z $KAFKA_SSL_KEYSTORE ]]; then
+    die "KAFKA_SSL_PORT or KAFKA_SASL_SSL_PORT is set, but KAFKA_SSL_KEYSTORE is not: name the PEM file with the broker's private key and certificate chain."
+  fi
+  for name in KAFKA_SSL_KEYSTORE KAFKA_SSL_CLIENT_CA; do
+    [[ -n ${!name} ]] || continue
+    if [[ ! -f ${!name} || ! -r ${!name} ]]; then
+      die "$name names ${!name}, which is not a readable file."
+    fi
+    # The broker runs with another working directory than the caller.
+    printf -v "$name" '%s/%s' "$(absolute_dir "$(dirname "${!name}")")" "$(basename "${!name}")"
+  done
+  if [[ -n $KAFKA_SASL_SSL_PORT && -z $KAFKA_SCRAM_USERS ]]; then
+    die "KAFKA_SASL_SSL_PORT is set, but KAFKA_SCRAM_USERS is not: give the users as NAME=PASSWORD separated by spaces."
+  fi
+  for entry in $KAFKA_SCRAM_USERS; do
+    # The storage tool's --add-scram and the JAAS line take the values unquoted.
+    if [[ ! $entry =~ ^[A-Za-z0-9._-]+=[A-Za-z0-9._~+/-]+$ ]]; then
+      die "invalid entry in KAFKA_SCRAM_USERS: expected NAME=PASSWORD, each of letters, digits and . _ - (the password also ~ + /)."
+    fi
+  done
 }
 
 # Set the paths inside KAFKA_DATA, which start, stop and status use.
@@ -305,18 +359,75 @@ resolve_controller_port() {
   pick_free_port "$broker_port"
 }
 
+# Print the port of a secure listener: nothing when SETTING is empty, a free
+# port other than the remaining arguments when it is "auto", else SETTING.
+resolve_secure_port() {
+  local name=$1 setting=$2
+  shift 2
+  if [[ -z $setting ]]; then
+    return 0
+  fi
+  if [[ $setting == auto ]]; then
+    pick_free_port "$@"
+    return 0
+  fi
+  if port_is_in_use "$setting"; then
+    die "port $setting of $name on 127.0.0.1 is already in use by another process. Set $name to another port or to 'auto'."
+  fi
+  printf '%s\n' "$setting"
+}
+
 # --- config files -----------------------------------------------------------
+
+
+# Print the server.properties lines of the secure listeners, or nothing.
+secure_listener_properties() {
+  local entry plain_users=""
+  if [[ -z $SSL_PORT$SASL_SSL_PORT ]]; then
+    return 0
+  fi
+  printf '\n# Secure listeners (KAFKA_SSL_PORT, KAFKA_SASL_SSL_PORT).\n'
+  printf 'ssl.keystore.type=PEM\nssl.keystore.location=%s\n' "$KAFKA_SSL_KEYSTORE"
+  if [[ -n $KAFKA_SSL_CLIENT_CA ]]; then
+    printf 'ssl.truststore.type=PEM\nssl.truststore.location=%s\n' "$KAFKA_SSL_CLIENT_CA"
+    printf 'listener.name.ssl.ssl.client.auth=required\n'
+  fi
+  if [[ -n $SASL_SSL_PORT ]]; then
+    for entry in $KAFKA_SCRAM_USERS; do
+      plain_users+=" user_${entry%%=*}=\"${entry#*=}\""
+    done
+    printf 'sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN\n'
+    printf 'listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n'
+    printf 'listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n'
+    printf 'listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required%s;\n' "$plain_users"
+  fi
+}
 
 write_server_properties() {
   local broker_port=$1 controller_port=$2
+  local listeners="PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port"
+  local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  if [[ -n $SSL_PORT ]]; then
+    listeners+=",SSL://127.0.0.1:$SSL_PORT"
+    protocols+=",SSL:SSL"
+  fi
+  if [[ -n $SASL_SSL_PORT ]]; then
+    listeners+=",SASL_SSL://127.0.0.1:$SASL_SSL_PORT"
+    protocols+=",SASL_SSL:SASL_SSL"
+  fi
+  if [[ -n $SASL_SSL_PORT ]]; then
+    # The file then holds the passwords of KAFKA_SCRAM_USERS.
+    : >"$SERVER_PROPERTIES"
+    chmod 600 "$SERVER_PROPERTIES"
+  fi
   cat >"$SERVER_PROPERTIES" <<EOF
 # scripts/kafka.sh rewrites this file on every start, so edits are lost.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$listeners
+advertised.listeners=$listeners
+listener.security.protocol.map=$protocols
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 log.dirs=$METADATA_DIR
@@ -337,6 +448,7 @@ group.initial.rebalance.delay.ms=0
 # Compacted changelog topics need the log cleaner.
 log.cleaner.enable=true
 EOF
+  secure_listener_properties >>"$SERVER_PROPERTIES"
 }
 
 write_log4j_config() {
@@ -363,6 +475,20 @@ EOF
 
 # --- KRaft storage ----------------------------------------------------------
 
+# Set SCRAM_ARGUMENTS to the storage tool's --add-scram arguments for
+# KAFKA_SCRAM_USERS, empty without a SASL listener. (Bash before 4.4 calls an
+# empty array unbound under set -u, hence the ${...+...} where it is used.)
+scram_arguments() {
+  local entry mechanism
+  SCRAM_ARGUMENTS=()
+  [[ -n $SASL_SSL_PORT ]] || return 0
+  for entry in $KAFKA_SCRAM_USERS; do
+    for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+      SCRAM_ARGUMENTS+=(--add-scram "$mechanism=[name=${entry%%=*},password=${entry#*=}]")
+    done
+  done
+}
+
 storage_tool() {
   java -Dlog4j2.configurationFile="$LOG4J_CONFIG" -cp "$LIBS_DIR/*" kafka.tools.StorageTool "$@" </dev/null
 }
@@ -377,7 +503,9 @@ format_storage_once() {
   fi
 
   cluster_id=$(storage_tool random-uuid)
-  if ! output=$(storage_tool format --config "$SERVER_PROPERTIES" --cluster-id "$cluster_id" --standalone 2>&1); then
+  scram_arguments
+  if ! output=$(storage_tool format --config "$SERVER_PROPERTIES" --cluster-id "$cluster_id" --standalone \
+      ${SCRAM_ARGUMENTS[@]+"${SCRAM_ARGUMENTS[@]}"} 2>&1); then
     printf '%s\n' "$output" >&2
     die "formatting the KRaft log directory $METADATA_DIR failed (the storage tool's output is above). Delete $KAFKA_DATA and retry."
   fi
@@ -432,8 +560,12 @@ launch_broker() {
 
 write_broker_env() {
   local broker_port=$1 pid=$2
-  printf 'KAFKA_BOOTSTRAP=127.0.0.1:%s\nNURTURE_BROKER=kafka://127.0.0.1:%s\nKAFKA_PID=%s\nKAFKA_LOG=%s\n' \
-    "$broker_port" "$broker_port" "$pid" "$SERVER_LOG" >"$BROKER_ENV"
+  {
+    printf 'KAFKA_BOOTSTRAP=127.0.0.1:%s\nNURTURE_BROKER=kafka://127.0.0.1:%s\nKAFKA_PID=%s\nKAFKA_LOG=%s\n' \
+      "$broker_port" "$broker_port" "$pid" "$SERVER_LOG"
+    [[ -z $SSL_PORT ]] || printf 'KAFKA_SSL_BOOTSTRAP=127.0.0.1:%s\n' "$SSL_PORT"
+    [[ -z $SASL_SSL_PORT ]] || printf 'KAFKA_SASL_SSL_BOOTSTRAP=127.0.0.1:%s\n' "$SASL_SSL_PORT"
+  } >"$BROKER_ENV"
 }
 
 file_size() {
@@ -565,6 +697,9 @@ cmd_start() {
   mkdir -p "$LOGS_DIR"
   broker_port=$(resolve_broker_port)
   controller_port=$(resolve_controller_port "$broker_port")
+  SSL_PORT=$(resolve_secure_port KAFKA_SSL_PORT "$KAFKA_SSL_PORT" "$broker_port" "$controller_port")
+  SASL_SSL_PORT=$(resolve_secure_port KAFKA_SASL_SSL_PORT "$KAFKA_SASL_SSL_PORT" \
+    "$broker_port" "$controller_port" "$SSL_PORT")
   write_server_properties "$broker_port" "$controller_port"
   write_log4j_config
   format_storage_once "$controller_port"

@@ -24,6 +24,7 @@ from nurture.streams.clock import make_clock
 from nurture.streams.admin_api import register_admin_api
 from nurture.streams.dashboard import register_dashboard
 from nurture.streams.erasures import tail_erasures
+from nurture.streams.kafka_clients import broker_credentials
 from nurture.streams.ledger_store import LedgerStore
 from nurture.streams.logs import logging_config
 from nurture.streams.metrics import Metrics
@@ -41,6 +42,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     app = faust.App(
         settings.worker.app_id,
         broker=settings.kafka.broker,
+        broker_credentials=broker_credentials(settings),
         store=store,
         datadir=settings.worker.data_dir,
         topic_partitions=settings.kafka.partitions,

@@ -34,6 +34,7 @@ from nurture.streams.campaigns import (
     ReportWindow,
 )
 from nurture.streams.codecs import DecodeError, decode_event
+from nurture.streams.kafka_clients import connect
 
 log = structlog.get_logger("nurture.report")
 
@@ -117,7 +118,8 @@ def read_tally(settings: Settings, progress_seconds: float = PROGRESS_SECONDS) -
         *((topics.event_topic(kind), _event_decoder(tally, kind, settings.codecs.for_kind(kind)))
           for kind in EVENT_KINDS),
     ]
-    consumer = _connect(settings)
+    consumer = connect(settings, KafkaConsumer, enable_auto_commit=False, group_id=None,
+                       bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
     try:
         for topic, add in decoders:
             for record in _read_topic(consumer, topic, progress_seconds):
@@ -155,20 +157,6 @@ def _event_decoder(tally: CampaignTally, kind: str, codec: str) -> Callable[[Any
         event: Event = decode_event(kind, codec, record.value, record.key)
         tally.add_event(event)
     return add
-
-
-def _connect(settings: Settings) -> KafkaConsumer:
-    # An unreachable broker raises after the bootstrap timeout, and the caller reports
-    # that once; kafka-python's own line per connection attempt would only repeat it.
-    try:
-        with _kafka_logs_quiet():
-            return KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                 group_id=None, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
-    except KafkaError as exc:
-        raise CampaignReportError(
-            f"cannot reach the Kafka broker at {settings.bootstrap_servers}: {exc}; "
-            "start it with `make kafka` or set NURTURE_BROKER"
-        ) from exc
 
 
 @contextmanager

@@ -31,19 +31,19 @@ log = structlog.get_logger("nurture.cli")
 
 def main() -> None:
     """Entry point of the ``nurture`` console script."""
-    try:
-        settings = load_settings()
-    except NurtureError as exc:
-        print(f"nurture: invalid settings: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    configure_logging(settings.log)
-    _loaded[:] = [settings]
-
     from faust.cli.faust import cli  # imported late: it pulls in all of Faust
 
     from nurture.streams.app import build_app
 
-    app, holder = build_app(settings)
+    try:
+        settings = load_settings()
+        configure_logging(settings.log)
+        # Building the app also loads the TLS files of [kafka], so a bad one stops every command here.
+        app, holder = build_app(settings)
+    except NurtureError as exc:
+        print(f"nurture: invalid settings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _loaded[:] = [settings]
     _add_commands(cli, settings, holder)
     cli.help = (
         "Nurture: real-time lead nurturing on Kafka.\n\n"
@@ -179,6 +179,7 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tupl
         raise click.ClickException(str(exc)) from exc
     holder.runtime = runtime
     log.info("worker_starting", app_id=worker.app_id, broker=settings.bootstrap_servers,
+             security_protocol=settings.kafka.security_protocol,
              model_version=runtime.model.version,
              shadow_model_version=runtime.shadow.version if runtime.shadow else None,
              rules=[rule.name for rule in rules], journeys=[journey.name for journey in book.journeys],
@@ -340,8 +341,11 @@ def report(ctx: click.Context, wait_idle: float, top: int) -> None:
     from nurture.streams.report import format_report, read_report, wait_until_idle
 
     settings = _settings(ctx)
-    result = wait_until_idle(settings, wait_idle) if wait_idle > 0 else None
-    click.echo(format_report(read_report(settings), top=top))
+    try:
+        result = wait_until_idle(settings, wait_idle) if wait_idle > 0 else None
+        click.echo(format_report(read_report(settings), top=top))
+    except NurtureError as exc:
+        raise click.ClickException(str(exc)) from exc
     if result is not None and not result.idle:
         raise click.ClickException(f"the report above is incomplete: {result.reason}")
 
@@ -403,6 +407,7 @@ def journeys_show(ctx: click.Context, lead_id: str, as_json: bool) -> None:
 
     from nurture.streams.clock import make_clock
     from nurture.agents.journeys.progress import describe_lead
+    from nurture.streams.kafka_clients import BrokerConnectionError
     from nurture.streams.leads import read_lead
 
     from kafka.errors import KafkaError
@@ -411,6 +416,8 @@ def journeys_show(ctx: click.Context, lead_id: str, as_json: bool) -> None:
     try:
         book = load_journeys(settings.worker.journeys_file)
         lead = read_lead(settings, lead_id)
+    except BrokerConnectionError as exc:
+        raise click.ClickException(f"cannot read the lead table: {exc}") from exc
     except NurtureError as exc:
         raise click.ClickException(str(exc)) from exc
     except KafkaError as exc:

@@ -36,6 +36,7 @@ from nurture.streams.deliver_mail import MailDelivery
 from nurture.streams.deliver_smtp import SmtpMailer
 from nurture.streams.deliver_store import DeliveryStore
 from nurture.streams.deliver_templates import TemplateBook
+from nurture.streams.kafka_clients import connect
 
 log = structlog.get_logger("nurture.deliver")
 
@@ -263,7 +264,7 @@ def run_delivery(settings: Settings, once: bool = False) -> DeliveryCounts:
     stopping = threading.Event()
     try:
         consumer, producer = _kafka_clients(settings)
-    except DeliveryError:
+    except NurtureError:
         store.close()
         raise
 
@@ -276,6 +277,7 @@ def run_delivery(settings: Settings, once: bool = False) -> DeliveryCounts:
     previous = {number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
     log.info("deliver_started", group_id=deliver.group_id, commands_topic=settings.topics.commands,
              feedback_topic=settings.topics.feedback, broker=settings.bootstrap_servers,
+             security_protocol=settings.kafka.security_protocol,
              smtp_server=f"{deliver.smtp_host}:{deliver.smtp_port}", smtp_starttls=deliver.smtp_starttls,
              smtp_login=bool(deliver.smtp_user), templates=templates.names(),
              templates_dir=str(templates.directory), store=str(store.path), once=once,
@@ -312,23 +314,18 @@ def _smtp_password(deliver: DeliverSettings) -> str | None:
 
 def _kafka_clients(settings: Settings) -> tuple[KafkaConsumer, KafkaProducer]:
     deliver = settings.deliver
-    try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers, group_id=deliver.group_id,
-            client_id=deliver.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_interval_ms=_max_poll_interval_ms(deliver),
-        )
-    except KafkaError as exc:
-        raise DeliveryError(
-            f"cannot reach the Kafka broker at {settings.bootstrap_servers}: {exc!r}; "
-            "start it with `make kafka` or set NURTURE_BROKER") from exc
+    consumer = connect(settings, KafkaConsumer, group_id=deliver.group_id, client_id=deliver.group_id,
+                       enable_auto_commit=False, auto_offset_reset="earliest",
+                       max_poll_interval_ms=_max_poll_interval_ms(deliver))
     try:
         existing = consumer.topics()
-        producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
-                                 client_id=f"{deliver.group_id}-feedback")
+        producer = connect(settings, KafkaProducer, acks="all", client_id=f"{deliver.group_id}-feedback")
     except KafkaError as exc:
         consumer.close(autocommit=False)
         raise DeliveryError(f"Kafka request to {settings.bootstrap_servers} failed: {exc!r}") from exc
+    except NurtureError:
+        consumer.close(autocommit=False)
+        raise
     missing = [topic for topic in (settings.topics.commands, settings.topics.feedback) if topic not in existing]
     if missing:
         consumer.close(autocommit=False)

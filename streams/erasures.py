@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 
 from nurture.agents.privacy.erasure import ErasureMemory
 from nurture.config.settings import Settings
+from nurture.streams.kafka_clients import client_options
 
 log = structlog.get_logger("nurture.erasures")
 RETRY_SECONDS = 5.0
@@ -26,9 +27,9 @@ async def tail_erasures(settings: Settings, memory: ErasureMemory) -> None:
     topic = settings.erasures_topic
     while True:
         # Without a group, a subscribed consumer gets every partition of the topic.
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    client_id=f"{settings.worker.app_id}-erasures")
+        # aiokafka takes the same connection options as kafka-python.
+        consumer = AIOKafkaConsumer(topic, **client_options(settings), group_id=None, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", client_id=f"{settings.worker.app_id}-erasures")
         try:
             await consumer.start()
             partitions = await _partitions(consumer, memory, topic)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Iterator
 
 from kafka import KafkaConsumer, TopicPartition
@@ -12,6 +11,7 @@ from nurture.agents.privacy.vault import Vault
 from nurture.agents.state import decode_lead
 from nurture.config.settings import Settings
 from nurture.streams.app import LEADS_TABLE
+from nurture.streams.kafka_clients import connect
 
 BOOTSTRAP_TIMEOUT_MS = 10_000
 
@@ -53,17 +53,9 @@ def lead_partition(lead_id: str, partitions: int) -> int:
 
 
 def open_consumer(settings: Settings) -> KafkaConsumer:
-    """A consumer without a group, for reading topics from their start."""
-    # A broker that cannot be reached raises after the bootstrap timeout, and the caller
-    # reports that once. kafka-python's own line per connection attempt would only repeat it.
-    kafka_log = logging.getLogger("kafka")
-    level = kafka_log.level
-    kafka_log.setLevel(max(level, logging.CRITICAL))
-    try:
-        return KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                             group_id=None, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
-    finally:
-        kafka_log.setLevel(level)
+    """Return a consumer without a group, for reading topics from their start."""
+    return connect(settings, KafkaConsumer, enable_auto_commit=False, group_id=None,
+                   bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
 
 
 def read_partition(consumer: KafkaConsumer, partition: TopicPartition) -> dict[bytes, bytes | None]:

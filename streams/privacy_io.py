@@ -23,6 +23,7 @@ from nurture.config.errors import NurtureError
 from nurture.config.settings import Settings
 from nurture.streams.codecs import encode_event
 from nurture.schemas.records import Event
+from nurture.streams.kafka_clients import connect
 from nurture.streams.leads import open_consumer, read_lead, read_partition
 from nurture.streams.topics import TABLES
 
@@ -106,7 +107,7 @@ def send_request(settings: Settings, action: str, lead_id: str, requested_by: st
     try:
         receipts = _receipt_partitions(consumer, settings.topics.receipts)
         try:
-            producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+            producer = connect(settings, KafkaProducer, acks="all")
             producer.send(settings.topics.requests, key=lead_id.encode("utf-8"), value=encode_event(request, "json"))
             producer.flush()
             producer.close()

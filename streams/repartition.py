@@ -21,6 +21,7 @@ from kafka.errors import GroupIdNotFoundError
 from kafka.partitioner.default import murmur2
 
 from nurture.config.settings import Settings
+from nurture.streams.kafka_clients import connect
 from nurture.streams.timers import parse_index_key
 from nurture.streams.topics import TopicError, changelog_topics
 
@@ -86,8 +87,7 @@ def check_placement(settings: Settings) -> None:
 def repartition(settings: Settings, partitions: int,
                 progress: Callable[[str], None] = lambda line: None) -> MoveReport:
     """Grow the topics keyed by lead to ``partitions`` and move rows to their new partitions."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                             client_id=f"{settings.worker.app_id}-repartition")
+    admin = connect(settings, KafkaAdminClient, client_id=f"{settings.worker.app_id}-repartition")
     report = MoveReport()
     try:
         _check_no_workers(admin, settings.worker.app_id)
@@ -128,7 +128,7 @@ def _check_growth(counts: dict[str, int], partitions: int) -> None:
 def _move_rows(settings: Settings, topic: str, lead_of: Callable[[bytes], bytes], partitions: int) -> int:
     with _consumer(settings) as consumer:
         latest = _latest_values(consumer, topic, None)
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = connect(settings, KafkaProducer, acks="all")
     moved = 0
     try:
         for (partition, key), value in latest.items():
@@ -160,8 +160,7 @@ def _changelogs(settings: Settings) -> list[tuple[str, Callable[[bytes], bytes]]
 @contextmanager
 def _consumer(settings: Settings) -> Iterator[KafkaConsumer]:
     """Yield a consumer without a group and close it on exit."""
-    client = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                           enable_auto_commit=False)
+    client = connect(settings, KafkaConsumer, group_id=None, enable_auto_commit=False)
     try:
         yield client
     finally:

@@ -16,6 +16,7 @@ from nurture.config.errors import NurtureError
 from nurture.config.settings import Settings
 from nurture.schemas.records import Event
 from nurture.streams.codecs import encode_event
+from nurture.streams.kafka_clients import connect
 
 log = structlog.get_logger("nurture.replay")
 
@@ -49,16 +50,8 @@ def replay(settings: Settings, events: Sequence[Event], speed: float = 0.0,
     ``speed`` 0 sends as fast as possible; otherwise event-time gaps are divided
     by ``speed`` (3600 plays an hour of history per second).
     """
-    try:
-        producer = KafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers, acks="all",
-            linger_ms=20, batch_size=256 * 1024, client_id=f"{settings.worker.app_id}-replay",
-        )
-    except KafkaError as exc:
-        raise ReplayError(
-            f"cannot reach the Kafka broker at {settings.bootstrap_servers}: {exc}; "
-            "start it with `make kafka` or set NURTURE_BROKER"
-        ) from exc
+    producer = connect(settings, KafkaProducer, acks="all", linger_ms=20, batch_size=256 * 1024,
+                       client_id=f"{settings.worker.app_id}-replay")
 
     started = time.monotonic()
     next_report = started + progress_seconds

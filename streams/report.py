@@ -11,7 +11,9 @@ import orjson
 import structlog
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from nurture.config.errors import NurtureError
 from nurture.config.settings import Settings
+from nurture.streams.kafka_clients import connect
 
 log = structlog.get_logger("nurture.report")
 
@@ -24,8 +26,7 @@ class Report:
 
 def read_topic(settings: Settings, topic: str) -> list[Any]:
     """Return every record of ``topic`` from the earliest offset to the current end."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-                             enable_auto_commit=False, group_id=None)
+    consumer = connect(settings, KafkaConsumer, enable_auto_commit=False, group_id=None)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not partitions:
@@ -66,8 +67,12 @@ def wait_until_idle(settings: Settings, timeout_seconds: float, quiet_seconds: f
     while events wait, because then no worker is running to catch up.
     """
     group = settings.worker.app_id
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    admin = connect(settings, KafkaAdminClient)
+    try:
+        consumer = connect(settings, KafkaConsumer, group_id=None)
+    except NurtureError:
+        admin.close()
+        raise
     deadline = time.monotonic() + timeout_seconds
     caught_up_since: float | None = None
     memberless_since: float | None = None

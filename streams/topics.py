@@ -10,6 +10,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from nurture.config.errors import NurtureError
 from nurture.config.settings import Settings
+from nurture.streams.kafka_clients import connect
 
 log = structlog.get_logger("nurture.topics")
 
@@ -30,17 +31,9 @@ class TopicStatus:
 def ensure_topics(settings: Settings) -> list[TopicStatus]:
     """Create the missing topics and check the partition count of existing ones."""
     partitions_needed = settings.kafka.partitions
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=f"{settings.worker.app_id}-admin",
-            request_timeout_ms=int(settings.kafka.admin_timeout_seconds * 1000),
-        )
-    except KafkaError as exc:
-        raise TopicError(
-            f"cannot reach the Kafka broker at {settings.bootstrap_servers}: {exc}; "
-            "start it with `make kafka` or set NURTURE_BROKER"
-        ) from exc
+    timeout_ms = int(settings.kafka.admin_timeout_seconds * 1000)
+    admin = connect(settings, KafkaAdminClient, client_id=f"{settings.worker.app_id}-admin",
+                    request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
     try:
         existing = set(admin.list_topics())
         created = []

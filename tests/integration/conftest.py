@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from factories import TEST_KEYS
 from nurture.config.settings import Settings, load_settings
 from nurture.streams.codecs import encode_event
+from nurture.streams.kafka_clients import connect
 
 
 
@@ -138,7 +139,7 @@ def worker(broker: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="session")
 def producer(broker: str) -> Iterator[KafkaProducer]:
-    client = KafkaProducer(bootstrap_servers=broker.removeprefix("kafka://"), acks="all")
+    client = connect(load_settings(environ={"NURTURE_BROKER": broker}), KafkaProducer, acks="all")
     yield client
     client.close()
 
@@ -146,8 +147,7 @@ def producer(broker: str) -> Iterator[KafkaProducer]:
 def read_until(settings: Settings, topic: str, done: Callable[[list[Any]], bool],
                timeout_seconds: float = 90.0, worker: Worker | None = None) -> list[Any]:
     """Read ``topic`` from the start until ``done(records)`` is true or time runs out."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                             enable_auto_commit=False)
+    consumer = connect(settings, KafkaConsumer, group_id=None, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(partitions)

@@ -27,6 +27,7 @@ from conftest import free_port
 from nurture.config.settings import Settings, load_settings
 from nurture.schemas import load_schema
 from nurture.streams.codecs import decode_event, encode_command
+from nurture.streams.kafka_clients import connect
 from nurture.streams.report import read_topic
 
 NURTURE = str(Path(sys.executable).with_name("nurture"))
@@ -115,7 +116,7 @@ def setup(broker: str, tmp_path: Path) -> Iterator[Setup]:
 
 
 def _create_topics(settings: Settings) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = connect(settings, KafkaAdminClient)
     try:
         admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)
                              for name in (settings.topics.commands, settings.topics.feedback)],
@@ -185,7 +186,7 @@ def _feedback_by_command(settings: Settings) -> dict[str, list[dict[str, Any]]]:
 
 
 def _committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = connect(settings, KafkaAdminClient)
     try:
         offsets = admin.list_group_offsets(settings.deliver.group_id)[settings.deliver.group_id]
     finally:
@@ -194,7 +195,7 @@ def _committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
 
 
 def _end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    consumer = connect(settings, KafkaConsumer, group_id=None)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         ends = consumer.end_offsets(partitions)

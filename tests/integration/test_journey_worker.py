@@ -223,7 +223,9 @@ def test_wait_fires_after_rebalance(journey_worker, producer, tmp_path):
 def _wait_for_members(worker, count, timeout=90.0):
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=worker.settings.bootstrap_servers)
+    from nurture.streams.kafka_clients import connect
+
+    admin = connect(worker.settings, KafkaAdminClient)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

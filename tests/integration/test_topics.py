@@ -8,6 +8,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from nurture.config.settings import load_settings
+from nurture.streams.kafka_clients import connect
 from nurture.streams.topics import changelog_topics, ensure_topics
 
 
@@ -21,7 +22,7 @@ def test_creates_compacted_changelogs(broker):
     for name in changelogs:
         assert statuses[name].created
         assert statuses[name].partitions == settings.kafka.partitions
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = connect(settings, KafkaAdminClient)
     try:
         described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in changelogs])
         text = repr(described)

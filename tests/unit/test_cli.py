@@ -91,7 +91,7 @@ def test_journeys_show_without_broker_says_so(tmp_path: Path) -> None:
     result = _run(["journeys", "show", "lead-1"], tmp_path)
 
     assert result.returncode == 1
-    assert "cannot read the lead table from the Kafka broker at 127.0.0.1:9" in result.stderr
+    assert "cannot read the lead table: cannot reach the Kafka broker at 127.0.0.1:9" in result.stderr
     assert "make kafka" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -190,3 +190,14 @@ def test_worker_on_taken_port_stops_with_hint(tmp_path: Path, model_dir: Path) -
     assert result.returncode == 1
     assert f"web port {port} on 127.0.0.1 is not free" in result.stderr
     assert "NURTURE_WORKER_WEB_PORT" in result.stderr
+
+
+def test_unloadable_tls_file_stops_before_anything(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    result = _run(["topics", "create"], tmp_path, NURTURE_KAFKA_SECURITY_PROTOCOL="SSL",
+                  NURTURE_KAFKA_SSL_CAFILE=str(tmp_path / "ca.pem"))
+
+    assert result.returncode == 2
+    assert f"invalid settings: [kafka] ssl_cafile: cannot load CA certificates from {tmp_path / 'ca.pem'}" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
