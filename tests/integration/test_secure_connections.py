@@ -20,7 +20,7 @@ from kafka import KafkaProducer
 
 from certificates import Certificates, make_certificates
 from conftest import Worker, commands_for, read_until, send_event
-from factories import T0, form
+from factories import BOXES, T0, form
 from nurture.config.settings import Settings
 from nurture.streams.kafka_clients import BrokerConnectionError, connect
 from nurture.streams.topics import ensure_topics
@@ -87,7 +87,7 @@ def test_pipeline_runs_over_scram_and_mutual_tls(secure_broker: SecureBroker, mo
         events = over_tls(worker.settings, secure_broker)
         producer = connect(events, KafkaProducer, acks="all")
         try:
-            send_event(producer, events, form(lead, T0, fields={"email": f"{lead}@example.com"}))
+            send_event(producer, events, form(lead, T0, fields={"email": f"{lead}@example.com"}, consents=BOXES))
         finally:
             producer.close()
         reader = dataclasses.replace(worker.settings, kafka=dataclasses.replace(
