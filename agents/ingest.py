@@ -165,7 +165,7 @@ class IngestHandler:
             enter(record)
             self._update_index(key, lead, record.message.partition)
             self.table[key] = encode_lead(lead)
-        await self._publish(batch.pending)
+        await self._publish(batch.pending, enter)
 
     def _update_index(self, key: bytes, lead: dict[str, Any], partition: int) -> None:
         """Keep the lead's one timer index entry at its earliest due time."""
@@ -258,11 +258,12 @@ class IngestHandler:
             return
         batch.pending.append(_Pending("event", record, event, key, lead, prepared))
 
-    async def _publish(self, pending: list[_Pending]) -> None:
+    async def _publish(self, pending: list[_Pending], enter: Callable[[Any], None]) -> None:
         for item in pending:
             outcome = item.outcome
             if outcome is None:
                 continue
+            enter(item.record)  # an exactly-once send joins the transaction of the record's partition
             self._log_outcome(item.lead_id, outcome)
             if outcome.shadow_sends is not None:
                 self.shadow_stats.add(outcome.live_sends, outcome.shadow_sends)

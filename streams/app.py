@@ -22,6 +22,8 @@ from nurture.streams.dashboard import register_dashboard
 from nurture.streams.logs import logging_config
 from nurture.streams.metrics import Metrics
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
+from nurture.streams.faust_fixes import App as FixedApp
+from nurture.streams.transactions import Outbox, faust_options, reset_local_tables, settled_table
 from nurture.streams.topics import TABLES
 from nurture.agents.sla import Objectives, SlaTracker
 
@@ -32,7 +34,7 @@ log = structlog.get_logger("nurture.timers")
 
 def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.App, RuntimeHolder]:
     """Create the Faust app for ``settings``; the worker fills the returned holder at start."""
-    app = faust.App(
+    app = FixedApp(
         settings.worker.app_id,
         broker=settings.kafka.broker,
         store=store,
@@ -46,6 +48,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,
+        **faust_options(settings.worker),
         autodiscover=False,
         logging_config=logging_config(settings.log),
     )
@@ -59,16 +62,18 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     deadletter = app.topic(settings.topics.deadletter, key_serializer="raw", value_serializer="raw")
     # bytes keys and values make Faust store and changelog them as raw bytes;
     # agents/state.py and streams/timers.py own the encodings.
-    leads = app.Table(LEADS_TABLE, default=None, partitions=settings.kafka.partitions,
-                      key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
-    index = app.Table(TIMERS_TABLE, default=None, partitions=settings.kafka.partitions,
-                      key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
+    leads = settled_table(app, LEADS_TABLE, default=None, partitions=settings.kafka.partitions,
+                          key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
+    index = settled_table(app, TIMERS_TABLE, default=None, partitions=settings.kafka.partitions,
+                          key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
+    outbox = Outbox(app, (leads, index))
+    app.on_worker_init.connect(lambda sender, **_: reset_local_tables(sender))
 
     async def send_command(key: bytes, value: bytes) -> Any:
-        return await commands.send(key=key, value=value)
+        return await outbox.send(commands, key, value)
 
     async def send_deadletter(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
-        return await deadletter.send(key=key, value=value, headers=headers)
+        return await outbox.send(deadletter, key, value, headers)
 
     clock = make_clock(settings.worker.clock_file)
     floors = Floors()
@@ -95,6 +100,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     async def ingest(stream: Any) -> None:
         async for records in stream.take_events(batch_size, within=batch_wait_seconds):
             await handler.handle_batch(records, enter_event)
+            await outbox.settle()  # before take_events acknowledges the batch
 
     @app.timer(interval=settings.worker.model_check_seconds)
     async def check_models() -> None:
@@ -115,8 +121,8 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         count = DueCount()
         # NOTE: _dbs is private to Faust's RocksDB store (faust-streaming 0.11 to 0.15).
         for notice in find_due(index.data._dbs, partitions, clock.now_ms(), notices, floors, count=count):
-            await timers_topic.send(key=notice.lead_id, value=orjson.dumps({"due": notice.due_ms}),
-                                    partition=notice.partition)
+            await outbox.send_now(timers_topic, notice.lead_id, orjson.dumps({"due": notice.due_ms}),
+                                  notice.partition)
             log.debug("timer_due", lead_id=notice.lead_id.decode("utf-8", "replace"), due=notice.due_ms,
                       partition=notice.partition)
         metrics.timers_due.set(count.due)
