@@ -81,7 +81,8 @@ def firing_delays(leads: int) -> list[float]:
             producer.send(f"{app_id}.form", key=lead_id.encode(), value=orjson.dumps(record))
         producer.flush()
         consumer = KafkaConsumer(f"{app_id}.commands", bootstrap_servers=broker.removeprefix("kafka://"),
-                                 auto_offset_reset="earliest", group_id=None)
+                                 auto_offset_reset="earliest", group_id=None,
+                                 isolation_level="read_committed")
         _read(consumer, "first", leads, worker)
         moved_ms = int(time.time() * 1000)
         _set_clock(directory / "clock", start_ms + 61_000)

@@ -163,7 +163,8 @@ def _connect(settings: Settings) -> KafkaConsumer:
     try:
         with _kafka_logs_quiet():
             return KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                 group_id=None, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+                                 group_id=None, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+                                 isolation_level="read_committed")
     except KafkaError as exc:
         raise CampaignReportError(
             f"cannot reach the Kafka broker at {settings.bootstrap_servers}: {exc}; "

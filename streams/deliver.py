@@ -317,6 +317,8 @@ def _kafka_clients(settings: Settings) -> tuple[KafkaConsumer, KafkaProducer]:
             bootstrap_servers=settings.bootstrap_servers, group_id=deliver.group_id,
             client_id=deliver.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_interval_ms=_max_poll_interval_ms(deliver),
+            # The engine publishes commands in transactions: an aborted one is no command.
+            isolation_level="read_committed",
         )
     except KafkaError as exc:
         raise DeliveryError(

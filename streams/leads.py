@@ -36,7 +36,8 @@ def read_lead(settings: Settings, lead_id: str) -> dict[str, Any] | None:
     kafka_log.setLevel(max(level, logging.CRITICAL))
     try:
         consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                 group_id=None, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+                                 group_id=None, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+                                 isolation_level="read_committed")  # rows of aborted transactions never happened
     finally:
         kafka_log.setLevel(level)
     try:

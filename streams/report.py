@@ -24,8 +24,9 @@ class Report:
 
 def read_topic(settings: Settings, topic: str) -> list[Any]:
     """Return every record of ``topic`` from the earliest offset to the current end."""
+    # read_committed: records of open or aborted transactions do not count.
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-                             enable_auto_commit=False, group_id=None)
+                             enable_auto_commit=False, group_id=None, isolation_level="read_committed")
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not partitions:
@@ -67,7 +68,8 @@ def wait_until_idle(settings: Settings, timeout_seconds: float, quiet_seconds: f
     """
     group = settings.worker.app_id
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                             isolation_level="read_committed")
     deadline = time.monotonic() + timeout_seconds
     caught_up_since: float | None = None
     memberless_since: float | None = None
