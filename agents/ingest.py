@@ -222,7 +222,7 @@ class IngestHandler:
             enter(record)
             self._update_index(key, lead, record.message.partition)
             self.table[key] = encode_lead(lead, self.vault)
-        await self._publish(batch.pending)
+        await self._publish(batch.pending, enter)
 
     def _append_ledger(self, pending: list[_Pending], now_ms: int, enter: Callable[[Any], None]) -> None:
         """Append every consent change of the batch to its partition's ledger, in batch order."""
@@ -331,11 +331,12 @@ class IngestHandler:
             return
         batch.pending.append(_Pending("event", record, event, key, lead, prepared))
 
-    async def _publish(self, pending: list[_Pending]) -> None:
+    async def _publish(self, pending: list[_Pending], enter: Callable[[Any], None]) -> None:
         for item in pending:
             outcome = item.outcome
             if outcome is None:
                 continue
+            enter(item.record)  # an exactly-once send joins the transaction of the record's partition
             self._log_outcome(item.lead_id, outcome)
             if outcome.shadow_sends is not None:
                 self.shadow_stats.add(outcome.live_sends, outcome.shadow_sends)

@@ -84,7 +84,8 @@ def firing_delays(leads: int) -> list[float]:
                       "produced_at": start_ms, "form": "bench", "fields": {"email": "bench@example.com"}}
             producer.send(f"{app_id}.form", key=lead_id.encode(), value=orjson.dumps(record))
         producer.flush()
-        consumer = connect(settings, KafkaConsumer, auto_offset_reset="earliest", group_id=None)
+        consumer = connect(settings, KafkaConsumer, auto_offset_reset="earliest", group_id=None,
+                           isolation_level="read_committed")
         consumer.subscribe([settings.topics.commands])
         _read(consumer, "first", leads, worker)
         moved_ms = int(time.time() * 1000)

@@ -29,6 +29,7 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
+PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,10 @@ class WorkerSettings:
     # A file holding the current time in epoch milliseconds, read instead of the system
     # clock; for tests and drills that move time forward. Empty: the system clock.
     clock_file: str = ""
+    # "exactly_once": Kafka transactions (docs/architecture.md); "at_least_once": plain commits.
+    processing_guarantee: str = "exactly_once"
+    table_standby_replicas: int = 1  # other workers that keep a copy of each table partition
+    session_timeout_seconds: float = 60.0  # a silent worker loses its partitions after this long
 
 
 @dataclass(frozen=True)
@@ -234,6 +239,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("codecs", "feedback"): CODECS,
     ("codecs", "consent"): CODECS,
     ("privacy", "handoff_channel"): ("email", "sms", "push", "phone"),
+    ("worker", "processing_guarantee"): PROCESSING_GUARANTEES,
     ("log", "format"): ("auto", "json", "console"),
     ("log", "level"): ("debug", "info", "warning", "error"),
 }
@@ -408,6 +414,8 @@ def _check_ranges(
         ("worker", "batch_max_events"): 1,
         ("worker", "batch_max_wait_ms"): 1,
         ("worker", "timer_check_ms"): 10,
+        ("worker", "table_standby_replicas"): 0,
+        ("worker", "session_timeout_seconds"): 6,
         ("deliver", "smtp_port"): 1,
         ("deliver", "smtp_timeout_seconds"): 1,
         ("deliver", "max_attempts"): 1,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import faust
 import orjson
@@ -31,11 +31,12 @@ MAX_BODY_BYTES = 4096
 
 
 class AdminApi:
-    def __init__(self, settings: Settings, dashboard: Dashboard, privacy: Any, ledger: Any, requests: Any) -> None:
+    def __init__(self, settings: Settings, dashboard: Dashboard, privacy: Any, ledger: Any,
+                 send_request: Callable[[bytes, bytes], Awaitable[Any]]) -> None:
         self.dashboard = dashboard
         self.privacy = privacy  # agents.privacy.requests.PrivacyParts
         self.ledger = ledger  # the ledger table
-        self.requests = requests  # the privacy.requests topic
+        self.send_request = send_request  # to privacy.requests, outside any transaction
         self.receipts_topic = settings.topics.receipts
         self.audit = AuditLog(settings.privacy.audit_log)
 
@@ -85,7 +86,7 @@ class AdminApi:
         now = time.time_ns() // 1_000_000
         request_id = f"req-{uuid.uuid4()}"
         request = Event("privacy", request_id, lead_id, now, now, {"action": "erase", "requested_by": who})
-        await self.requests.send(key=lead_id.encode("utf-8"), value=encode_event(request, "json"))
+        await self.send_request(lead_id.encode("utf-8"), encode_event(request, "json"))
         return 202, {"request_id": request_id, "status": "accepted",
                      "detail": f"the worker that owns the lead erases it and publishes a receipt on "
                                f"{self.receipts_topic} with this request id"}
@@ -117,8 +118,8 @@ def _not_here(lead_id: str) -> dict[str, Any]:
 
 
 def register_admin_api(app: faust.App, settings: Settings, dashboard: Dashboard, privacy: Any,
-                       ledger: Any, requests: Any) -> AdminApi:
-    api = AdminApi(settings, dashboard, privacy, ledger, requests)
+                       ledger: Any, send_request: Callable[[bytes, bytes], Awaitable[Any]]) -> AdminApi:
+    api = AdminApi(settings, dashboard, privacy, ledger, send_request)
 
     @app.page(endpoints.API_LEAD)
     async def lookup(web: Any, request: Request, lead_id: str) -> Response:

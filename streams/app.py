@@ -29,6 +29,8 @@ from nurture.streams.ledger_store import LedgerStore
 from nurture.streams.logs import logging_config
 from nurture.streams.metrics import Metrics
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
+from nurture.streams.faust_fixes import App as FixedApp
+from nurture.streams.transactions import Outbox, faust_options, reset_local_tables, settled_table
 from nurture.streams.topics import TABLES
 from nurture.agents.sla import Objectives, SlaTracker
 
@@ -39,7 +41,7 @@ log = structlog.get_logger("nurture.timers")
 
 def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.App, RuntimeHolder]:
     """Create the Faust app for ``settings``; the worker fills the returned holder at start."""
-    app = faust.App(
+    app = FixedApp(
         settings.worker.app_id,
         broker=settings.kafka.broker,
         broker_credentials=broker_credentials(settings),
@@ -54,6 +56,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,
+        **faust_options(settings.worker),
         autodiscover=False,
         logging_config=logging_config(settings.log),
     )
@@ -69,26 +72,29 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     deadletter = app.topic(settings.topics.deadletter, key_serializer="raw", value_serializer="raw")
     # bytes keys and values make Faust store and changelog them as raw bytes;
     # agents/state.py and streams/timers.py own the encodings.
-    leads = app.Table(LEADS_TABLE, default=None, partitions=settings.kafka.partitions,
-                      key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
-    index = app.Table(TIMERS_TABLE, default=None, partitions=settings.kafka.partitions,
-                      key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
-    ledger = app.Table(LEDGER_TABLE, default=None, partitions=settings.kafka.partitions,
-                       key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
+    leads = settled_table(app, LEADS_TABLE, default=None, partitions=settings.kafka.partitions,
+                          key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
+    index = settled_table(app, TIMERS_TABLE, default=None, partitions=settings.kafka.partitions,
+                          key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
+    ledger = settled_table(app, LEDGER_TABLE, default=None, partitions=settings.kafka.partitions,
+                           key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
     erasures_topic = app.topic(settings.erasures_topic, key_serializer="raw", value_serializer="raw")
     receipts = app.topic(settings.topics.receipts, key_serializer="raw", value_serializer="raw")
+    outbox = Outbox(app, (leads, index, ledger))
+    app.on_worker_init.connect(lambda sender, **_: reset_local_tables(sender))
 
     async def send_command(key: bytes, value: bytes) -> Any:
-        return await commands.send(key=key, value=value)
+        return await outbox.send(commands, key, value)
 
     async def send_deadletter(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
-        return await deadletter.send(key=key, value=value, headers=headers)
+        return await outbox.send(deadletter, key, value, headers)
 
+    # Erasure records and receipts commit with the request that caused them.
     async def send_erasure(key: bytes, value: bytes) -> Any:
-        return await erasures_topic.send(key=key, value=value)
+        return await outbox.send(erasures_topic, key, value)
 
     async def send_receipt(key: bytes, value: bytes) -> Any:
-        return await receipts.send(key=key, value=value)
+        return await outbox.send(receipts, key, value)
 
     # NOTE: _dbs is private to Faust's RocksDB store (faust-streaming 0.11 to 0.15).
     holder.privacy = PrivacyParts(
@@ -123,6 +129,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     async def ingest(stream: Any) -> None:
         async for records in stream.take_events(batch_size, within=batch_wait_seconds):
             await handler.handle_batch(records, enter_event)
+            await outbox.settle()  # before take_events acknowledges the batch
 
     @app.task
     async def read_erasures() -> None:
@@ -147,8 +154,8 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         count = DueCount()
         # NOTE: _dbs is private to Faust's RocksDB store (faust-streaming 0.11 to 0.15).
         for notice in find_due(index.data._dbs, partitions, clock.now_ms(), notices, floors, count=count):
-            await timers_topic.send(key=notice.lead_id, value=orjson.dumps({"due": notice.due_ms}),
-                                    partition=notice.partition)
+            await outbox.send_now(timers_topic, notice.lead_id, orjson.dumps({"due": notice.due_ms}),
+                                  notice.partition)
             log.debug("timer_due", lead_id=notice.lead_id.decode("utf-8", "replace"), due=notice.due_ms,
                       partition=notice.partition)
         metrics.timers_due.set(count.due)
@@ -199,7 +206,8 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
 
     dashboard = register_dashboard(app, settings, handler, leads, metrics)
     requests_topic = app.topic(settings.topics.requests, key_serializer="raw", value_serializer="raw")
-    register_admin_api(app, settings, dashboard, holder.privacy, ledger, requests_topic)
+    register_admin_api(app, settings, dashboard, holder.privacy, ledger,
+                       lambda key, value: outbox.send_now(requests_topic, key, value))
     app.nurture_handler = handler  # type: ignore[attr-defined]
     app.nurture_leads = leads  # type: ignore[attr-defined]
     app.nurture_index = index  # type: ignore[attr-defined]

@@ -119,7 +119,7 @@ def read_tally(settings: Settings, progress_seconds: float = PROGRESS_SECONDS) -
           for kind in EVENT_KINDS),
     ]
     consumer = connect(settings, KafkaConsumer, enable_auto_commit=False, group_id=None,
-                       bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+                       bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS, isolation_level="read_committed")
     try:
         for topic, add in decoders:
             for record in _read_topic(consumer, topic, progress_seconds):

@@ -316,7 +316,9 @@ def _kafka_clients(settings: Settings) -> tuple[KafkaConsumer, KafkaProducer]:
     deliver = settings.deliver
     consumer = connect(settings, KafkaConsumer, group_id=deliver.group_id, client_id=deliver.group_id,
                        enable_auto_commit=False, auto_offset_reset="earliest",
-                       max_poll_interval_ms=_max_poll_interval_ms(deliver))
+                       max_poll_interval_ms=_max_poll_interval_ms(deliver),
+                       # The engine publishes commands in transactions: an aborted one is no command.
+                       isolation_level="read_committed")
     try:
         existing = consumer.topics()
         producer = connect(settings, KafkaProducer, acks="all", client_id=f"{deliver.group_id}-feedback")

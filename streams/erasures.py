@@ -29,7 +29,8 @@ async def tail_erasures(settings: Settings, memory: ErasureMemory) -> None:
         # Without a group, a subscribed consumer gets every partition of the topic.
         # aiokafka takes the same connection options as kafka-python.
         consumer = AIOKafkaConsumer(topic, **client_options(settings), group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", client_id=f"{settings.worker.app_id}-erasures")
+                                    auto_offset_reset="earliest", isolation_level="read_committed",
+                                    client_id=f"{settings.worker.app_id}-erasures")
         try:
             await consumer.start()
             partitions = await _partitions(consumer, memory, topic)

@@ -55,7 +55,8 @@ def lead_partition(lead_id: str, partitions: int) -> int:
 def open_consumer(settings: Settings) -> KafkaConsumer:
     """Return a consumer without a group, for reading topics from their start."""
     return connect(settings, KafkaConsumer, enable_auto_commit=False, group_id=None,
-                   bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+                   bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+                   isolation_level="read_committed")  # rows of aborted transactions never happened
 
 
 def read_partition(consumer: KafkaConsumer, partition: TopicPartition) -> dict[bytes, bytes | None]:

@@ -26,7 +26,8 @@ class Report:
 
 def read_topic(settings: Settings, topic: str) -> list[Any]:
     """Return every record of ``topic`` from the earliest offset to the current end."""
-    consumer = connect(settings, KafkaConsumer, enable_auto_commit=False, group_id=None)
+    consumer = connect(settings, KafkaConsumer, enable_auto_commit=False, group_id=None,
+                       isolation_level="read_committed")  # records of open or aborted transactions do not count
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not partitions:
@@ -69,7 +70,7 @@ def wait_until_idle(settings: Settings, timeout_seconds: float, quiet_seconds: f
     group = settings.worker.app_id
     admin = connect(settings, KafkaAdminClient)
     try:
-        consumer = connect(settings, KafkaConsumer, group_id=None)
+        consumer = connect(settings, KafkaConsumer, group_id=None, isolation_level="read_committed")
     except NurtureError:
         admin.close()
         raise

@@ -147,7 +147,8 @@ def producer(broker: str) -> Iterator[KafkaProducer]:
 def read_until(settings: Settings, topic: str, done: Callable[[list[Any]], bool],
                timeout_seconds: float = 90.0, worker: Worker | None = None) -> list[Any]:
     """Read ``topic`` from the start until ``done(records)`` is true or time runs out."""
-    consumer = connect(settings, KafkaConsumer, group_id=None, enable_auto_commit=False)
+    consumer = connect(settings, KafkaConsumer, group_id=None, enable_auto_commit=False,
+                       isolation_level="read_committed")
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(partitions)

@@ -195,7 +195,7 @@ def _committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
 
 
 def _end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
-    consumer = connect(settings, KafkaConsumer, group_id=None)
+    consumer = connect(settings, KafkaConsumer, group_id=None, isolation_level="read_committed")
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         ends = consumer.end_offsets(partitions)

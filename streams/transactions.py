@@ -1,0 +1,135 @@
+"""Exactly-once output of the ingest agent with Kafka transactions.
+
+With ``processing_guarantee = "exactly_once"`` Faust gives every input
+partition a transactional producer (transactional id APP_ID-GROUP-PARTITION)
+and commits the consumed offsets of that partition inside its transaction.
+This module closes three gaps Faust leaves:
+
+- ``Topic.send`` picks the transactional producer from the partition of the
+  output topic in the consumer's metadata, which lists only the topics the
+  worker reads. Commands and dead letters therefore went out outside any
+  transaction. Here they go to the producer of the input record's partition.
+- Table writes reach the producer through a buffer that a background task
+  drains, and a commit does not wait for it, so a row could land in the
+  transaction after the one that commits its event. The agent waits for every
+  changelog write and output of a batch before the batch is acknowledged.
+- The local RocksDB files keep writes of transactions that were later aborted.
+  A worker removes them at start, and the tables rebuild from the committed
+  changelogs (``reset_local_tables``).
+
+``streams/faust_fixes.py`` has the fixes for table recovery and the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any, Awaitable, Iterable
+
+import faust
+import structlog
+
+from nurture.config.settings import WorkerSettings
+from nurture.streams.faust_fixes import FixedTableManager
+
+EXACTLY_ONCE = "exactly_once"
+SETTLE_TIMEOUT_SECONDS = 60.0
+log = structlog.get_logger("nurture.transactions")
+
+
+def faust_options(worker: WorkerSettings) -> dict[str, Any]:
+    """Return the Faust settings of the configured processing guarantee."""
+    return {
+        "TableManager": FixedTableManager,
+        "processing_guarantee": worker.processing_guarantee,
+        "table_standby_replicas": worker.table_standby_replicas,
+        "broker_session_timeout": worker.session_timeout_seconds,
+    }
+
+
+class SettledTable(faust.Table):
+    """A Faust table that keeps the futures of its changelog writes until they are settled."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unsettled: list[Awaitable[Any]] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        future = super().send_changelog(*args, **kwargs)
+        self.unsettled.append(future)
+        return future
+
+
+def settled_table(app: faust.App, name: str, **kwargs: Any) -> SettledTable:
+    """Define a :class:`SettledTable` on ``app``, as ``app.Table`` would define a plain one."""
+    table = SettledTable(app, name=name, beacon=app.tables.beacon, **kwargs)
+    return app.tables.add(table)  # type: ignore[return-value]
+
+
+class Outbox:
+    """Sender of the agent's outputs, which waits once per batch until the broker has them all."""
+
+    def __init__(self, app: faust.App, tables: Iterable[SettledTable]) -> None:
+        self.app = app
+        self.tables = list(tables)
+        self.pending: list[Awaitable[Any]] = []
+
+    async def send(self, topic: Any, key: bytes | None, value: bytes,
+                   headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Send to ``topic`` in the transaction of the record being processed, if any."""
+        if not self.app.in_transaction:
+            self.pending.append(await topic.send(key=key, value=value, headers=headers))
+            return
+        record = faust.current_event()
+        if record is None:
+            raise RuntimeError("missing current event: an exactly-once output joins the transaction of the "
+                               "record being processed, so make that record Faust's current event first")
+        transactional_id = transactional_id_for(self.app, record.message.topic, record.message.partition)
+        self.pending.append(await self.app.producer.send(
+            topic.get_topic_name(), key, value, None, None, headers, transactional_id=transactional_id))
+
+    async def send_now(self, topic: Any, key: bytes, value: bytes, partition: int | None = None) -> Any:
+        """Send outside any transaction, so that the record is visible at once.
+
+        Timer notices go this way: in a transaction, a notice to a partition with
+        no other input would wait for a commit that only its own reading brings.
+        """
+        if not self.app.in_transaction:
+            return await topic.send(key=key, value=value, partition=partition)
+        return await self.app.producer.send(topic.get_topic_name(), key, value, partition, None, None)
+
+    async def settle(self) -> None:
+        """Wait until every output and changelog write of the batch is acknowledged by the broker."""
+        futures = self.pending
+        self.pending = []
+        for table in self.tables:
+            futures.extend(table.unsettled)
+            table.unsettled = []
+        if futures:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=SETTLE_TIMEOUT_SECONDS)
+
+
+def transactional_id_for(app: faust.App, topic: str, partition: int) -> str:
+    """Return the transactional id whose transaction commits ``topic``'s ``partition``.
+
+    Faust's TransactionManager.commit derives it the same way.
+    """
+    group = app.assignor.group_for_topic(topic)
+    return f"{app.conf.id}-{group}-{partition}"
+
+
+def reset_local_tables(app: faust.App) -> None:
+    """Remove the tables' local files, so that they rebuild from their committed changelogs.
+
+    Under exactly-once a worker writes rows to RocksDB before their transaction
+    commits. After a crash, those files may hold rows of aborted transactions:
+    events whose commands never became visible would then count as seen.
+    The worker calls this at start, after it has locked its data directory.
+    """
+    if app.conf.processing_guarantee.value != EXACTLY_ONCE:
+        return
+    tables = Path(app.conf.tabledir)
+    if tables.exists():
+        log.info("local_tables_reset", reason="exactly_once_start")
+        shutil.rmtree(tables)

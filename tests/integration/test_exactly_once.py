@@ -1,0 +1,198 @@
+"""Exactly-once from event to command under faults: a killed worker, a restarted broker.
+
+Each test runs a group of real workers under a steady event load and injects a
+fault mid-load. Then it checks by command id that every command the offline run
+expects is on the commands topic exactly once and that no other command is. It
+also checks that every lead row in the changelog equals the offline run's. A
+worker that exits on its own is started again on its data directory, as its
+supervisor would, and the tests count those restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import Worker
+from drill import (Load, Outcome, drill_events, expected_outcome, group_is_stable, read_commands, read_rows, state_of,
+                   transaction_markers)
+from nurture.config.settings import Settings
+from nurture.streams.report import wait_until_idle
+
+PROJECT = Path(__file__).resolve().parents[2]
+KAFKA_SH = PROJECT / "scripts" / "kafka.sh"
+LEADS = 300  # 1,800 events
+RATE = 40.0  # events per second: 45 s of load
+SESSION_TIMEOUT = "10"  # seconds until the group drops a killed worker
+log = logging.getLogger("drill")
+
+
+@dataclass
+class Group:
+    """Workers of one app; ``running`` are those meant to run."""
+
+    workers: list[Worker]
+    running: list[Worker]
+    restarts: int = 0
+
+    @property
+    def settings(self) -> Settings:
+        return self.workers[0].settings
+
+    def supervise(self, seconds: float, until: Load | None = None) -> None:
+        """Start again, for ``seconds`` or until the load is sent, any running worker that exited."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (until is not None and until.sent >= len(until.events)):
+            for worker in self.running:
+                if worker.process is not None and worker.process.poll() is not None:
+                    log.warning("worker in %s exited with %s; starting it again", worker.directory.name,
+                                worker.process.returncode)
+                    self.restarts += 1
+                    worker.start()
+            time.sleep(1.0)
+
+    def kill(self, worker: Worker) -> None:
+        worker.kill()
+        self.running.remove(worker)
+
+    def add(self, worker: Worker) -> None:
+        worker.start()
+        self.running.append(worker)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.directory.name}\n{w.log_tail(15)}" for w in self.workers)
+
+
+def start_group(broker: str, model_dir: Path, tmp_path: Path, count: int) -> Group:
+    (tmp_path / "w0").mkdir()
+    first = Worker(tmp_path / "w0", broker, model_dir,
+                   {"NURTURE_WORKER_SESSION_TIMEOUT_SECONDS": SESSION_TIMEOUT}, own_topics=True)
+    first.create_topics()
+    workers = [first, *(first.replacement(tmp_path / f"w{n}") for n in range(1, count))]
+    for worker in workers:
+        worker.start()
+    return Group(workers, list(workers))
+
+
+def run_load(group: Group) -> tuple[Load, Outcome]:
+    run = f"eos-{uuid.uuid4().hex[:6]}"
+    events = drill_events(run, LEADS)
+    expected = expected_outcome(group.settings, events)
+    assert len(expected.commands) > 300
+    wait_for_members(group, len(group.running))
+    load = Load(group.settings, events, RATE)
+    load.start()
+    return load, expected
+
+
+def finish(group: Group, load: Load, expected: Outcome) -> None:
+    """Let the load end and the group catch up, then compare commands and rows with ``expected``."""
+    group.supervise(120, until=load)
+    load.wait(30)
+    idle = wait_until_idle(group.settings, timeout_seconds=90, quiet_seconds=3.0)
+    assert idle.idle, f"{idle.reason}\n{group.logs()}"
+    counts = read_commands(group.settings)
+    missing = sorted(set(expected.commands) - set(counts))
+    repeated = {command_id: n for command_id, n in counts.items() if n > 1}
+    unexpected = sorted(set(counts) - set(expected.commands))
+    log.info("commands: %d expected, %d distinct published, %d restarts, %d events sent again",
+             len(expected.commands), len(counts), group.restarts, load.resent)
+    assert not missing, f"{len(missing)} of {len(expected.commands)} commands missing, e.g. {missing[:3]}\n{group.logs()}"
+    assert not repeated, f"{len(repeated)} commands published more than once, e.g. {list(repeated.items())[:3]}"
+    assert not unexpected, f"{len(unexpected)} commands the offline run does not make, e.g. {unexpected[:3]}"
+    rows = read_rows(group.settings)
+    differing = [lead for lead, row in expected.rows.items()
+                 if lead not in rows or state_of(rows[lead]) != state_of(row)]
+    assert not differing, (f"{len(differing)} of {len(expected.rows)} lead rows differ, e.g. {differing[:3]}; "
+                           f"first: {row_difference(rows.get(differing[0]), expected.rows[differing[0]])}")
+    assert transaction_markers(group.settings, group.settings.topics.commands) > 0, \
+        "the commands topic holds no transaction markers: the worker did not publish in transactions"
+
+
+def test_killed_worker_and_one_added_back(broker, model_dir: Path, tmp_path: Path) -> None:
+    group = start_group(broker, model_dir, tmp_path, 3)
+    try:
+        load, expected = run_load(group)
+        group.supervise(12)
+        victim = group.workers[1]
+        group.kill(victim)  # SIGKILL: no commit, an open transaction, RocksDB files left as they were
+        group.supervise(18)
+        group.add(victim)  # back on the same data directory
+        finish(group, load, expected)
+    finally:
+        group.stop()
+
+
+@dataclass(frozen=True)
+class Broker:
+    env: dict[str, str]
+    url: str
+
+    def run(self, action: str) -> None:
+        subprocess.run(["bash", str(KAFKA_SH), action], env=self.env, check=True, capture_output=True,
+                       timeout=120)
+
+
+@pytest.fixture()
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker of this test alone, which it may stop and start on the same port and data directory."""
+    port = _free_port()
+    env = {**os.environ, "KAFKA_DATA": str(tmp_path / "kafka"), "KAFKA_PORT": str(port)}
+    broker = Broker(env, f"kafka://127.0.0.1:{port}")
+    broker.run("start")
+    try:
+        yield broker
+    finally:
+        broker.run("stop")
+
+
+def test_broker_restarted_mid_load(own_broker: Broker, model_dir: Path, tmp_path: Path) -> None:
+    group = start_group(own_broker.url, model_dir, tmp_path, 2)
+    try:
+        load, expected = run_load(group)
+        group.supervise(12)
+        own_broker.run("stop")
+        time.sleep(3)
+        own_broker.run("start")
+        finish(group, load, expected)
+    finally:
+        group.stop()
+
+
+def row_difference(got: dict | None, want: dict) -> str:
+    if got is None:
+        return "no row in the changelog"
+    mine, theirs = state_of(got), state_of(want)
+    return "; ".join(f"{key}: {mine[key]!r} != {theirs[key]!r}" for key in mine if mine[key] != theirs[key])[:1500]
+
+
+def wait_for_members(group: Group, count: int, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not group_is_stable(group.settings, count):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the group did not reach {count} members in {timeout:.0f} s\n{group.logs()}")
+        group.supervise(1)
+
+
+def _free_port() -> int:
+    """A free port below the ephemeral range, so that no outgoing connection takes it while the broker is down."""
+    for _ in range(200):
+        port = random.randint(20000, 32767)
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+    raise AssertionError("found no free port between 20000 and 32767")

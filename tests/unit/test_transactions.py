@@ -1,0 +1,109 @@
+"""The exactly-once outputs: which transaction a send joins, settling a batch, the guarantee setting."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from nurture.config.errors import ConfigError
+from nurture.config.settings import load_settings
+from nurture.streams.app import build_app, enter_event
+from nurture.streams.transactions import Outbox, reset_local_tables
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: int | None, timestamp: Any,
+                   headers: Any, *, transactional_id: str | None = None) -> asyncio.Future:
+        self.sent.append((topic, key, partition, transactional_id))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def transactional_app(producer: Producer) -> Any:
+    groups = {"events.click": 1, "nurture-timers": 1}
+    return SimpleNamespace(in_transaction=True, producer=producer, conf=SimpleNamespace(id="nurture"),
+                           assignor=SimpleNamespace(group_for_topic=groups.__getitem__))
+
+
+class Record:
+    """An input record; Faust keeps the current event as a weak reference, which SimpleNamespace refuses."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = SimpleNamespace(topic=topic, partition=partition)
+
+
+def commands_topic() -> Any:
+    return SimpleNamespace(get_topic_name=lambda: "nurture.commands")
+
+
+def test_send_joins_transaction_of_input_partition() -> None:
+    producer = Producer()
+    outbox = Outbox(transactional_app(producer), ())
+
+    async def run() -> None:
+        click = Record("events.click", 3)  # kept alive: the current event is a weak reference
+        enter_event(click)
+        await outbox.send(commands_topic(), b"lead-1", b"{}")
+
+    asyncio.run(run())
+
+    assert producer.sent == [("nurture.commands", b"lead-1", None, "nurture-1-3")]
+
+
+def test_send_now_stays_outside_transactions() -> None:
+    producer = Producer()
+    outbox = Outbox(transactional_app(producer), ())
+
+    asyncio.run(outbox.send_now(commands_topic(), b"lead-1", b"{}", 4))
+
+    assert producer.sent == [("nurture.commands", b"lead-1", 4, None)]
+
+
+def test_settle_waits_for_outputs_and_changelog_writes() -> None:
+    async def run() -> tuple[list[Any], list[Any]]:
+        loop = asyncio.get_running_loop()
+        write, output = loop.create_future(), loop.create_future()
+        table = SimpleNamespace(unsettled=[write])
+        outbox = Outbox(SimpleNamespace(in_transaction=False), [table])
+        outbox.pending.append(output)
+        settling = asyncio.ensure_future(outbox.settle())
+        await asyncio.sleep(0.01)
+        assert not settling.done()
+        write.set_result(None)
+        await asyncio.sleep(0.01)
+        assert not settling.done()
+        output.set_result(None)
+        await settling
+        return table.unsettled, outbox.pending
+
+    unsettled, pending = asyncio.run(run())
+
+    assert unsettled == []
+    assert pending == []
+
+
+@pytest.mark.parametrize(("guarantee", "kept"), [("exactly_once", False), ("at_least_once", True)])
+def test_local_tables_reset_only_under_exactly_once(tmp_path: Path, guarantee: str, kept: bool) -> None:
+    settings = load_settings(environ={"NURTURE_WORKER_DATA_DIR": str(tmp_path),
+                                      "NURTURE_WORKER_PROCESSING_GUARANTEE": guarantee})
+    app, _ = build_app(settings)
+    rows = Path(app.conf.tabledir) / "leads-0.db"
+    rows.mkdir(parents=True)
+
+    reset_local_tables(app)
+
+    assert rows.exists() is kept
+
+
+def test_guarantee_setting_defaults_and_choices() -> None:
+    assert load_settings(environ={}).worker.processing_guarantee == "exactly_once"
+    with pytest.raises(ConfigError, match="'twice' is not one of exactly_once, at_least_once"):
+        load_settings(environ={"NURTURE_WORKER_PROCESSING_GUARANTEE": "twice"})
