@@ -127,9 +127,16 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     # restarts it, instead of a process that looks alive but consumes nothing.
     @app.agent(inputs, name="nurture.ingest", supervisor_strategy=CrashingSupervisor)
     async def ingest(stream: Any) -> None:
+        # The erasure memory must be complete before any event, and before the commit gate is taken.
+        await holder.privacy.erasures.loaded.wait()
         async for records in stream.take_events(batch_size, within=batch_wait_seconds):
-            await handler.handle_batch(records, enter_event)
-            await outbox.settle()  # before take_events acknowledges the batch
+            # No commit while a batch is in flight: its outputs and the offsets of its
+            # records then always commit in the same transaction (streams/faust_fixes.py).
+            async with app.commit_gate:
+                await handler.handle_batch(records, enter_event)
+                await outbox.settle()
+                for record in records:
+                    await stream.ack(record)
 
     @app.task
     async def read_erasures() -> None:

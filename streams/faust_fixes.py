@@ -14,10 +14,16 @@
 - A rebalance that arrives just as recovery ends gives standby partitions no
   start offset, and the seek to None stopped the worker. They are now read
   from their first offset.
+- Faust commits every few seconds, whatever the agent is doing. Under
+  exactly-once a commit in the middle of a batch made the batch's commands
+  visible without the offsets of its records, which were not yet acknowledged,
+  so a rebalance before the next commit processed them again and published the
+  commands twice. A commit now waits for the batch in progress (``commit_gate``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
@@ -48,13 +54,26 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def commit(self, *args: Any, **kwargs: Any) -> bool:
+        # Between two batches: every record of the last one is acknowledged with its outputs.
+        async with self.app.commit_gate:
+            return await super().commit(*args, **kwargs)
+
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
 class App(faust.App):
-    """A Faust app with the consumer fixes of this module."""
+    """A Faust app with the consumer fixes of this module.
+
+    ``commit_gate`` is held by the agent while it processes a batch and
+    acknowledges its records; the consumer commits only while it is free.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commit_gate = asyncio.Lock()
 
     def _new_transport(self) -> Any:
         # NOTE: _new_transport is private to faust.App (faust-streaming 0.11 to 0.15).
