@@ -19,12 +19,6 @@
   visible without the offsets of its records, which were not yet acknowledged,
   so a rebalance before the next commit processed them again and published the
   commands twice. A commit now waits for the batch in progress (``commit_gate``).
-- A rebalance left the transactions of the partitions a worker keeps open, with
-  the outputs of records whose offsets were not committed. The worker then read
-  those records again from the committed offset, added their outputs to the same
-  transaction a second time, and committed both copies. Open transactions are
-  now aborted when partitions are revoked, so the records are processed again
-  into a new transaction.
 """
 
 from __future__ import annotations
@@ -33,13 +27,9 @@ import asyncio
 from typing import Any
 
 import faust
-import structlog
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
-from faust.transport.consumer import TransactionManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
-
-log = structlog.get_logger("nurture.transactions")
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -70,22 +60,8 @@ class _Consumer(faust_aiokafka.Consumer):
             return await super().commit(*args, **kwargs)
 
 
-class _TransactionManager(TransactionManager):
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await super().on_partitions_revoked(revoked)
-        producer = self.producer
-        # NOTE: _transaction_producers and _txn_manager are private to Faust's and
-        # aiokafka's producers (faust-streaming 0.15, aiokafka 0.14).
-        for transactional_id, transactional in list(producer._transaction_producers.items()):
-            manager = transactional._txn_manager
-            if manager is not None and manager.is_in_transaction():
-                log.info("transaction_aborted_on_rebalance", transactional_id=transactional_id)
-                await producer.abort_transaction(transactional_id)
-
-
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
-    TransactionManager = _TransactionManager
 
 
 class App(faust.App):
