@@ -152,10 +152,16 @@ def process_due(lead: dict[str, Any], now_ms: int, runtime: Runtime,
 
     ``created_ms`` is the worker clock's time, which stamps the commands.
     """
+    outcome, dispatcher, context = _catch_up(lead, now_ms, runtime, created_ms)
+    return _finish(outcome, dispatcher, context)
+
+
+def _catch_up(lead: dict[str, Any], at_ms: int, runtime: Runtime,
+              created_ms: int | None) -> tuple[Outcome, Dispatcher, engine.Context]:
+    """Start an outcome without an event to score, and fire what of the lead is due at ``at_ms``."""
     outcome = Outcome(score=lead.get("score"))
     dispatcher = Dispatcher(lead, runtime.book.policy, lambda at: _assess_at(lead, at, runtime), created_ms)
-    context = _run_due(lead, now_ms, runtime, dispatcher, outcome)
-    return _finish(outcome, dispatcher, context)
+    return outcome, dispatcher, _run_due(lead, at_ms, runtime, dispatcher, outcome)
 
 
 def process_feedback(lead: dict[str, Any], feedback: Event, runtime: Runtime,
@@ -163,9 +169,7 @@ def process_feedback(lead: dict[str, Any], feedback: Event, runtime: Runtime,
     """Apply a delivery outcome, then let branches waiting for engagement look again."""
     if not remember_event(lead, feedback.event_id, runtime.recent_event_ids):
         return Outcome(duplicate=True)
-    outcome = Outcome(score=lead.get("score"))
-    dispatcher = Dispatcher(lead, runtime.book.policy, lambda at: _assess_at(lead, at, runtime), created_ms)
-    context = _run_due(lead, feedback.event_time, runtime, dispatcher, outcome)
+    outcome, dispatcher, context = _catch_up(lead, feedback.event_time, runtime, created_ms)
     outcome.blocked = apply_feedback(lead, feedback)
     issued = lead["issued"].get(feedback.attrs["command_id"])
     outcome.delivery = Delivery(feedback.attrs["channel"], feedback.attrs["status"], feedback.event_time,
@@ -180,9 +184,7 @@ def process_consent(lead: dict[str, Any], change: Event, runtime: Runtime,
     """Apply a consent change; what is due before it acts first, under the consent it replaces."""
     if not remember_event(lead, change.event_id, runtime.recent_event_ids):
         return Outcome(duplicate=True)
-    outcome = Outcome(score=lead.get("score"))
-    dispatcher = Dispatcher(lead, runtime.book.policy, lambda at: _assess_at(lead, at, runtime), created_ms)
-    context = _run_due(lead, change.event_time, runtime, dispatcher, outcome)
+    outcome, dispatcher, context = _catch_up(lead, change.event_time, runtime, created_ms)
     outcome.consents.append((change, apply_consent(lead, change)))
     return _finish(outcome, dispatcher, context)
 

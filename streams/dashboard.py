@@ -49,7 +49,7 @@ def check_authorization(header: str | None, token: str) -> tuple[int, str] | Non
 
 
 def api_tokens(token: str, tokens: str) -> dict[str, str]:
-    """The tokens the API accepts by the name the audit log records: ``[api] token`` is "api"."""
+    """Return the tokens the API accepts, by the name the audit log records (``[api] token`` is "api")."""
     named = {"api": token} if token else {}
     for pair in tokens.split(","):
         name, _, secret = pair.strip().partition("=")
@@ -150,7 +150,7 @@ class Dashboard:
         return who, rejection
 
     def rejection_response(self, web: Any, request: Any) -> Any | None:
-        """The 401 or 403 response for a request without a valid token, else None."""
+        """Return the 401 or 403 response for a request without a valid token, else None."""
         rejection = self.check_request(request)[1]
         if rejection is None:
             return None

@@ -98,7 +98,8 @@ def test_export_returns_everything_held(own: Worker, producer: KafkaProducer) ->
     assert document["profile"]["email"] == profile["email"]
     assert document["profile"]["first_name"] == "Łucja"
     assert {(e["channel"], e["granted"]) for e in document["consent_history"]} >= {("email", True), ("phone", True)}
-    assert document["features"]["events"] == 1 and document["score"] is not None
+    assert document["features"]["events"] == 1
+    assert document["score"] is not None
     assert [c[1] for c in document["commands_issued"].values()] == ["email"]
 
 
@@ -110,7 +111,8 @@ def test_erasure_leaves_nothing_readable(own: Worker, producer: KafkaProducer) -
     read_until(own.settings, own.settings.topics.commands, lambda rs: commands_for(rs, {lead}), worker=own)
 
     receipt = orjson.loads(_cli(own, "privacy", "erase", lead, "--by", "dpo").stdout)
-    assert receipt["status"] == "erased" and receipt["requested_by"] == "dpo"
+    assert receipt["status"] == "erased"
+    assert receipt["requested_by"] == "dpo"
     assert _row(own, lead) is None
 
     secrets = (email.encode(), name.encode())
@@ -121,7 +123,8 @@ def test_erasure_leaves_nothing_readable(own: Worker, producer: KafkaProducer) -
     assert not any(secret in own.log_path.read_bytes() for secret in secrets)
     checked = _search_topics(own, secrets, skip=set(receipt["remaining"]))
     assert {ledger_topic(own.settings), own.settings.erasures_topic} <= checked
-    assert own.settings.topics.form in receipt["remaining"] and own.settings.topics.commands in receipt["remaining"]
+    assert own.settings.topics.form in receipt["remaining"]
+    assert own.settings.topics.commands in receipt["remaining"]
 
     # Replaying the lead's events from the start does not bring it back.
     send_event(producer, own.settings, signup)
@@ -129,7 +132,8 @@ def test_erasure_leaves_nothing_readable(own: Worker, producer: KafkaProducer) -
     _wait(lambda: _metric(own, 'nurture_records_skipped_total{reason="erased_lead"}') >= 2, own, "skipped events")
     assert _row(own, lead) is None
     left = orjson.loads(_cli(own, "privacy", "export", lead).stdout)
-    assert left["profile"] is None and left["consent_history"]
+    assert left["profile"] is None
+    assert left["consent_history"]
     assert email not in str(left)
 
 
@@ -188,14 +192,18 @@ def test_admin_api_needs_token_checks_input_and_audits(own: Worker, producer: Ka
     assert _get(own, export, token=None)[0] == 401
     assert _get(own, export, token="wrong")[0] == 403
     status, body = _get(own, export)
-    assert status == 200 and orjson.loads(body)["profile"]["email"] == f"{lead}@example.com"
+    assert status == 200
+    assert orjson.loads(body)["profile"]["email"] == f"{lead}@example.com"
     status, body = _get(own, endpoints.API_LEAD_CONSENT.format(lead_id=lead))
-    assert status == 200 and orjson.loads(body)["consent"]["email"]["marketing"]["granted"] is True
+    assert status == 200
+    assert orjson.loads(body)["consent"]["email"]["marketing"]["granted"] is True
     status, body = _get(own, endpoints.API_LEAD.format(lead_id="bad%07id"))
-    assert status == 400 and b"non-printable" in body
+    assert status == 400
+    assert b"non-printable" in body
     erase = endpoints.API_LEAD_ERASE.format(lead_id=lead)
     status, body = _get(own, erase, method="POST", body=b"not json")
-    assert status == 400 and b"not JSON" in body
+    assert status == 400
+    assert b"not JSON" in body
     status, body = _get(own, erase, method="POST", body=b"")
     assert status == 202
     request_id = orjson.loads(body)["request_id"]
