@@ -190,7 +190,7 @@ def process_consent(lead: dict[str, Any], change: Event, runtime: Runtime,
 
 
 def _raise_consent_floor(lead: dict[str, Any], event: Event, erasures: ErasureMemory | None) -> None:
-    """An address erased before needs consent given after its erasure, whatever lead it comes back as."""
+    """Raise the lead's consent floor to the erasure time of its address, whatever lead it comes back as."""
     if erasures is None or event.kind != "form":
         return
     erased_at = erasures.address_erased_at(lead["profile"])

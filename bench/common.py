@@ -77,7 +77,7 @@ _KEYS: list[str] = []
 
 
 def bench_keys() -> str:
-    """A key ring for the benchmark's workers, made once per run."""
+    """Return the key ring of the benchmark's workers, made once per run."""
     from nurture.agents.privacy.keys import keygen_text
 
     if not _KEYS:

@@ -48,7 +48,7 @@ def read_lead(settings: Settings, lead_id: str, vault: Vault | None = None) -> d
 
 
 def lead_partition(lead_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``lead_id`` (murmur2 of the key)."""
+    """Return the partition Kafka's default partitioner gives ``lead_id`` (murmur2 of the key)."""
     return (murmur2(lead_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 

@@ -52,7 +52,7 @@ def grants(lead: str, at: int = T0 - DAY_MS) -> list[Event]:
 
 
 def consenting(lead_id: str) -> dict[str, Any]:
-    """A new lead row that already holds marketing consent on every channel."""
+    """Return a new lead row that already contains marketing consent on every channel."""
     from nurture.agents.privacy.consent import apply_consent
     from nurture.agents.state import new_lead
 

@@ -102,7 +102,7 @@ class PrivacyDesk:
         return {"status": "exported", "file": str(path)}
 
     def ledger_entries(self, lead: dict[str, Any]) -> list[dict[str, Any]]:
-        """The lead's ledger entries, read from the current partition's ledger table."""
+        """Return the lead's ledger entries, read from the current partition's ledger table."""
         entries = []
         for _, seq in lead["ledger"]:
             value = self.parts.ledger.table.get(entry_key(seq))

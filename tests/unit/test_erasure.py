@@ -38,7 +38,9 @@ def test_erasure_removes_row_timer_and_key(model, tmp_path) -> None:
 
     assert b"a" not in setup.table
     assert setup.index == {}
-    assert receipt["status"] == "erased" and receipt["lead_id"] == "a" and receipt["requested_by"] == "dpo"
+    assert receipt["status"] == "erased"
+    assert receipt["lead_id"] == "a"
+    assert receipt["requested_by"] == "dpo"
     assert receipt["kept"]["consent_ledger_entries"] == 4
     assert "events.form" in receipt["remaining"]
     assert b"Ewa" not in orjson.dumps(receipt)
@@ -86,7 +88,8 @@ def test_export_request_writes_everything_held(model, tmp_path) -> None:
     receipt = _receipt(setup, "r-3")
     document = orjson.loads(open(receipt["file"], "rb").read())
 
-    assert receipt["status"] == "exported" and "Ewa" not in str(receipt)
+    assert receipt["status"] == "exported"
+    assert "Ewa" not in str(receipt)
     assert document["profile"]["email"] == PROFILE["email"]
     assert len(document["consent_history"]) == 4
     assert document["consent"]["email"]["marketing"]["granted"] is True
