@@ -66,8 +66,11 @@ def main() -> None:
         seconds = median_seconds(name, lambda: score_in_batches(model, rows, size), args.repeats)
         report(name, seconds, len(rows))
     sample = rows[:300]
-    name = "contributions (reasons), one row at a time"
+    name = "reasons (decision-path credits), one row at a time"
     seconds = median_seconds(name, lambda: [model.explain(row) for row in sample], args.repeats)
+    report(name, seconds, len(sample))
+    name = "LightGBM SHAP values, one row at a time"
+    seconds = median_seconds(name, lambda: [shap_values(model, row) for row in sample], args.repeats)
     report(name, seconds, len(sample))
     handler = {}
     for size in (1, 500):
@@ -78,6 +81,11 @@ def main() -> None:
     save("scoring", {"handler_us_batch_1": handler[1], "handler_us_batch_500": handler[500]})
     if args.model_dir is None:
         shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def shap_values(model: Any, row: list[float]) -> Any:
+    """Return LightGBM's SHAP values of one row, the reasons' former source, for comparison."""
+    return model.booster.predict(np.asarray([row]), pred_contrib=True, num_threads=1)
 
 
 def cpu_name() -> str:

@@ -13,6 +13,7 @@ import lightgbm
 import numpy as np
 
 from nurture.config.errors import NurtureError
+from nurture.scoring.attribution import PathAttribution
 from nurture.scoring.calibration import apply_platt, logit
 from nurture.scoring.explain import top_reasons
 from nurture.scoring.features import FEATURE_NAMES
@@ -40,6 +41,7 @@ class LeadModel:
         self.version = str(card["version"])
         self.slope = float(card["calibration"]["slope"])
         self.intercept = float(card["calibration"]["intercept"])
+        self.attribution = PathAttribution(booster)
 
     def score(self, rows: Sequence[Sequence[float]]) -> list[ScoredLead]:
         """Score a batch of feature rows; each row's result depends only on that row."""
@@ -52,9 +54,8 @@ class LeadModel:
         ]
 
     def explain(self, row: Sequence[float], count: int = 3) -> list[dict[str, Any]]:
-        """Return the top ``count`` reasons for one row's score (costly: call per command)."""
-        matrix = np.asarray([row], dtype=np.float64)
-        contributions = self.booster.predict(matrix, pred_contrib=True, num_threads=1)[0]
+        """Return the top ``count`` reasons for one row's score, from the credits of its decision paths."""
+        contributions = self.attribution.contributions([row])[0]
 
         return top_reasons(row, contributions[: len(FEATURE_NAMES)], count)
 
