@@ -19,6 +19,12 @@
   visible without the offsets of its records, which were not yet acknowledged,
   so a rebalance before the next commit processed them again and published the
   commands twice. A commit now waits for the batch in progress (``commit_gate``).
+- At a rebalance Faust forgets the acknowledged offsets of every partition
+  before it waits for the agents, so nothing processed since the last commit is
+  committed. A partition the worker keeps then keeps its open transaction, is
+  read again from the committed offset, and the records read again add their
+  commands to that transaction a second time. The consumer now finishes the
+  batch in progress and commits every acknowledged offset first.
 """
 
 from __future__ import annotations
@@ -27,9 +33,12 @@ import asyncio
 from typing import Any
 
 import faust
+import structlog
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+log = structlog.get_logger("nurture.rebalance")
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -58,6 +67,26 @@ class _Consumer(faust_aiokafka.Consumer):
         # Between two batches: every record of the last one is acknowledged with its outputs.
         async with self.app.commit_gate:
             return await super().commit(*args, **kwargs)
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        await self.commit_before_revocation()
+        await super().on_partitions_revoked(revoked)
+
+    async def commit_before_revocation(self) -> None:
+        """Stop the flow, let the agent finish its batch, and commit what it acknowledged.
+
+        Under exactly-once this closes every open transaction, so no partition
+        enters the new assignment with outputs of records it will read again.
+        """
+        assignment = self.assignment()
+        if not assignment or self.app.should_stop:
+            return
+        self.stop_flow()
+        self.app.flow_control.suspend()
+        self.pause_partitions(assignment)
+        self.app.flow_control.clear()
+        log.info("rebalance_commit", partitions=len(assignment))
+        await self.wait_empty()  # commits, under the gate, until every record in flight is acknowledged
 
 
 class _Transport(faust_aiokafka.Transport):

@@ -112,6 +112,7 @@ def finish(group: Group, load: Load, expected: Outcome) -> None:
     log.info("commands: %d expected, %d distinct published, %d restarts, %d events sent again",
              len(expected.commands), len(counts), group.restarts, load.resent)
     assert not missing, f"{len(missing)} of {len(expected.commands)} commands missing, e.g. {missing[:3]}\n{group.logs()}"
+    assert not repeated, f"{len(repeated)} commands published more than once, e.g. {list(repeated.items())[:3]}"
     assert not unexpected, f"{len(unexpected)} commands the offline run does not make, e.g. {unexpected[:3]}"
     rows = read_rows(group.settings)
     differing = [lead for lead, row in expected.rows.items()
@@ -120,17 +121,8 @@ def finish(group: Group, load: Load, expected: Outcome) -> None:
                            f"first: {row_difference(rows.get(differing[0]), expected.rows[differing[0]])}")
     assert transaction_markers(group.settings, group.settings.topics.commands) > 0, \
         "the commands topic holds no transaction markers: the worker did not publish in transactions"
-    if repeated:
-        # NOTE: a known gap. After some rebalances a worker still commits a command twice
-        # (in about half of the kill runs); loss and row state hold. Repeats stay visible here.
-        pytest.xfail(f"{len(repeated)} commands published more than once, e.g. {list(repeated.items())[:3]}")
 
 
-# NOTE: a known gap, not a passing guarantee. In some runs a worker fenced during the
-# rebalance crashes ("Can't send messages while not in transaction") and commands repeat or
-# rows differ afterwards. The test runs every time and reports XPASS when all checks hold.
-@pytest.mark.xfail(reason="exactly-once under a killed worker is not reliable yet; see Processing guarantee",
-                   strict=False)
 def test_killed_worker_and_one_added_back(broker, model_dir: Path, tmp_path: Path) -> None:
     group = start_group(broker, model_dir, tmp_path, 3)
     try:
