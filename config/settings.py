@@ -120,6 +120,9 @@ class WorkerSettings:
     processing_guarantee: str = "exactly_once"
     table_standby_replicas: int = 1  # other workers that keep a copy of each table partition
     session_timeout_seconds: float = 60.0  # a silent worker loses its partitions after this long
+    # How often processed offsets are committed; under exactly-once, commands become
+    # visible to read_committed readers at a commit.
+    commit_interval_ms: int = 1000
 
 
 @dataclass(frozen=True)
@@ -416,6 +419,7 @@ def _check_ranges(
         ("worker", "timer_check_ms"): 10,
         ("worker", "table_standby_replicas"): 0,
         ("worker", "session_timeout_seconds"): 6,
+        ("worker", "commit_interval_ms"): 10,
         ("deliver", "smtp_port"): 1,
         ("deliver", "smtp_timeout_seconds"): 1,
         ("deliver", "max_attempts"): 1,

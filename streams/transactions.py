@@ -45,6 +45,7 @@ def faust_options(worker: WorkerSettings) -> dict[str, Any]:
         "processing_guarantee": worker.processing_guarantee,
         "table_standby_replicas": worker.table_standby_replicas,
         "broker_session_timeout": worker.session_timeout_seconds,
+        "broker_commit_interval": worker.commit_interval_ms / 1000.0,
     }
 
 
