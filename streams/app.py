@@ -30,6 +30,7 @@ from nurture.streams.logs import logging_config
 from nurture.streams.metrics import Metrics
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
 from nurture.streams.faust_fixes import App as FixedApp
+from nurture.streams.faust_fixes import Worker as QuietWorker
 from nurture.streams.transactions import Outbox, faust_options, reset_local_tables, settled_table
 from nurture.streams.topics import TABLES
 from nurture.agents.sla import Objectives, SlaTracker
@@ -57,6 +58,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         value_serializer="raw",
         producer_acks=-1,
         **faust_options(settings.worker),
+        Worker=QuietWorker,
         autodiscover=False,
         logging_config=logging_config(settings.log),
     )

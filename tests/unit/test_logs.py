@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import logging
+from typing import Iterator
 
-from nurture.streams.logs import TransientKafkaErrors
+import faust
+import pytest
+
+from nurture.config.settings import LogSettings
+from nurture.streams.faust_fixes import Worker as QuietWorker
+from nurture.streams.logs import TransientKafkaErrors, logging_config
 
 
 def _record(name: str, level: int, message: str) -> logging.LogRecord:
@@ -25,3 +32,24 @@ def test_other_errors_keep_their_level():
         record = _record(name, logging.ERROR, message)
         TransientKafkaErrors().filter(record)
         assert record.levelno == logging.ERROR
+
+
+@pytest.fixture()
+def saved_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.parametrize(("worker_class", "library_debug_built"), [(faust.Worker, True), (QuietWorker, False)])
+def test_worker_logging_at_warning(saved_logging: None, worker_class: type, library_debug_built: bool) -> None:
+    app = faust.App("logs-test", broker="kafka://127.0.0.1:9", autodiscover=False)
+    config = logging_config(LogSettings(level="warning", format="json"))
+    worker = worker_class(app, loglevel="warn", logging_config=config, stdout=io.StringIO(), stderr=io.StringIO())
+
+    worker._setup_logging()
+
+    assert logging.getLogger("aiokafka.conn").isEnabledFor(logging.DEBUG) is library_debug_built
+    assert logging.getLogger("nurture.ingest").isEnabledFor(logging.WARNING)
