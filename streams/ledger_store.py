@@ -31,8 +31,8 @@ class LedgerStore:
 
     def _last(self, partition: int) -> dict[str, Any] | None:
         if self.dbs is None:
-            keys = [key for key in self.table if seq_of(key) is not None]
-            return orjson.loads(self.table[max(keys)]) if keys else None
+            head = self.table.get(HEAD_KEY)
+            return orjson.loads(self.table[entry_key(orjson.loads(head)["seq"])]) if head is not None else None
         db = self.dbs().get(partition)
         if db is None:
             return None
