@@ -122,7 +122,7 @@ class WorkerSettings:
     session_timeout_seconds: float = 60.0  # a silent worker loses its partitions after this long
     # How often processed offsets are committed; under exactly-once, commands become
     # visible to read_committed readers at a commit.
-    commit_interval_ms: int = 1000
+    commit_interval_ms: int = 100
 
 
 @dataclass(frozen=True)
