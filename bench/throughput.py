@@ -185,9 +185,11 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"{name:<14}{rate:>12,.0f}{ratio:>16}")
     latency = result.get("latency")
     if latency:
-        print(f"latency at {latency['rate']:,.0f} events/s for {latency['seconds']:.0f} s: "
-              f"p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms, max {latency['max_ms']:.0f} ms "
-              f"over {latency['commands']:,} commands")
+        print(f"latency at {latency['rate']:,.0f} events/s for {latency['seconds']:.0f} s, "
+              f"over {latency['commands']:,} commands:")
+        for name, prefix in (("written (broker timestamp)", ""), ("visible to read_committed", "visible_")):
+            print(f"  {name}: p50 {latency[prefix + 'p50_ms']:.0f} ms, p99 {latency[prefix + 'p99_ms']:.0f} ms, "
+                  f"max {latency[prefix + 'max_ms']:.0f} ms")
     profile = result.get("profile")
     if profile and "top" in profile:
         print(f"\nworker profile, {profile['samples']:,} samples (inclusive %, self %):")
