@@ -20,6 +20,8 @@ from pathlib import Path
 
 import orjson
 
+from nurture.agents.privacy.keys import keygen_text
+
 PROJECT = Path(__file__).resolve().parents[1]
 JOURNEY = """
 [policy]
@@ -43,6 +45,10 @@ send = { channel = "email", template = "second" }
 """
 
 
+# The form's consent box: without it the consent gate drops every email.
+EMAIL_CONSENT = {"channel": "email", "purpose": "marketing", "granted": True, "text_version": "bench"}
+
+
 def firing_delays(leads: int) -> list[float]:
     """Return, per lead, the ms from the clock move to its second command's broker timestamp."""
     broker = os.environ.get("NURTURE_BROKER")
@@ -55,8 +61,11 @@ def firing_delays(leads: int) -> list[float]:
            "NURTURE_WORKER_DATA_DIR": str(directory / "data"), "NURTURE_WORKER_MODEL_DIR": str(directory / "model"),
            "NURTURE_WORKER_JOURNEYS_FILE": str(directory / "journeys.toml"),
            "NURTURE_WORKER_CLOCK_FILE": str(directory / "clock"), "NURTURE_WORKER_WEB_PORT": str(_free_port()),
+           "NURTURE_PRIVACY_KEYS": keygen_text(), "NURTURE_PRIVACY_EXPORT_DIR": str(directory / "exports"),
+           "NURTURE_PRIVACY_AUDIT_LOG": str(directory / "audit.log"),
            **{f"NURTURE_TOPICS_{name.upper()}": f"{app_id}.{name}"
-              for name in ("click", "open", "form", "feedback", "commands", "deadletter")}}
+              for name in ("click", "open", "form", "feedback", "commands", "deadletter", "consent", "requests",
+                           "receipts")}}
     (directory / "journeys.toml").write_text(JOURNEY)
     start_ms = int(time.time() * 1000)
     _set_clock(directory / "clock", start_ms)
@@ -81,7 +90,8 @@ def firing_delays(leads: int) -> list[float]:
         for number in range(leads):
             lead_id = f"{app_id}-{number}"
             record = {"event_id": f"{lead_id}-form", "lead_id": lead_id, "event_time": start_ms,
-                      "produced_at": start_ms, "form": "bench", "fields": {"email": "bench@example.com"}}
+                      "produced_at": start_ms, "form": "bench", "fields": {"email": "bench@example.com"},
+                      "consents": [EMAIL_CONSENT]}
             producer.send(f"{app_id}.form", key=lead_id.encode(), value=orjson.dumps(record))
         producer.flush()
         consumer = connect(settings, KafkaConsumer, auto_offset_reset="earliest", group_id=None,
