@@ -31,7 +31,8 @@ from nurture.streams.metrics import Metrics
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
 from nurture.streams.faust_fixes import App as FixedApp
 from nurture.streams.faust_fixes import Worker as QuietWorker
-from nurture.streams.transactions import Outbox, faust_options, reset_local_tables, settled_table
+from nurture.streams.transactions import (Outbox, faust_options, mark_clean_stop, reset_local_tables,
+                                          settled_table)
 from nurture.streams.topics import TABLES
 from nurture.agents.sla import Objectives, SlaTracker
 
@@ -84,6 +85,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     receipts = app.topic(settings.topics.receipts, key_serializer="raw", value_serializer="raw")
     outbox = Outbox(app, (leads, index, ledger))
     app.on_worker_init.connect(lambda sender, **_: reset_local_tables(sender))
+    app.on_before_shutdown.connect(lambda sender, **_: mark_clean_stop(sender))
 
     async def send_command(key: bytes, value: bytes) -> Any:
         return await outbox.send(commands, key, value)
@@ -135,10 +137,12 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
             # No commit while a batch is in flight: its outputs and the offsets of its
             # records then always commit in the same transaction (streams/faust_fixes.py).
             async with app.commit_gate:
+                app.batch_in_flight = True
                 await handler.handle_batch(records, enter_event)
                 await outbox.settle()
                 for record in records:
                     await stream.ack(record)
+                app.batch_in_flight = False
 
     @app.task
     async def read_erasures() -> None:

@@ -101,11 +101,17 @@ class App(faust.App):
 
     ``commit_gate`` is held by the agent while it processes a batch and
     acknowledges its records; the consumer commits only while it is free.
+    ``batch_in_flight`` is true from the start of a batch until its records are
+    acknowledged, and stays true if the agent stops in between.
+    ``local_tables_checked`` is set once the start has decided whether to keep
+    the local tables.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.commit_gate = asyncio.Lock()
+        self.batch_in_flight = False
+        self.local_tables_checked = False
 
     def _new_transport(self) -> Any:
         # NOTE: _new_transport is private to faust.App (faust-streaming 0.11 to 0.15).

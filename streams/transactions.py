@@ -15,7 +15,8 @@ This module closes three gaps Faust leaves:
   changelog write and output of a batch before the batch is acknowledged.
 - The local RocksDB files keep writes of transactions that were later aborted.
   A worker removes them at start, and the tables rebuild from the committed
-  changelogs (``reset_local_tables``).
+  changelogs (``reset_local_tables``), unless its last stop was clean: then every
+  local row is committed, and a mark says so (``mark_clean_stop``).
 
 ``streams/faust_fixes.py`` has the fixes for table recovery and the consumer.
 """
@@ -34,6 +35,7 @@ from nurture.config.settings import WorkerSettings
 from nurture.streams.faust_fixes import FixedTableManager
 
 EXACTLY_ONCE = "exactly_once"
+CLEAN_STOP_FILE = "clean-stop"  # in the tables directory: every local row was committed at the last stop
 SETTLE_TIMEOUT_SECONDS = 60.0
 log = structlog.get_logger("nurture.transactions")
 
@@ -125,12 +127,42 @@ def reset_local_tables(app: faust.App) -> None:
 
     Under exactly-once a worker writes rows to RocksDB before their transaction
     commits. After a crash, those files may hold rows of aborted transactions:
-    events whose commands never became visible would then count as seen.
-    The worker calls this at start, after it has locked its data directory.
+    events whose commands never became visible would then count as seen. After
+    a clean stop they hold committed rows only, so they stay, and recovery reads
+    just the changelog records written since. The worker calls this at start,
+    after it has locked its data directory.
     """
-    if app.conf.processing_guarantee.value != EXACTLY_ONCE:
+    if app.conf.processing_guarantee.value != EXACTLY_ONCE or app.local_tables_checked:
         return
+    app.local_tables_checked = True  # Faust sends on_worker_init twice: from App.main and from its CLI
     tables = Path(app.conf.tabledir)
+    mark = tables / CLEAN_STOP_FILE
+    if mark.exists():
+        mark.unlink()  # a crash from now on must not find it
+        log.info("local_tables_kept", reason="clean_stop")
+        return
     if tables.exists():
         log.info("local_tables_reset", reason="exactly_once_start")
         shutil.rmtree(tables)
+
+
+def mark_clean_stop(app: faust.App) -> None:
+    """Mark the local tables as committed, so that the next start keeps them.
+
+    Faust sends ``on_before_shutdown`` after its consumer has let the agent
+    finish and committed the acknowledged offsets, and, when it had partitions,
+    after it closed the tables. The mark
+    is left out when a batch did not finish (its rows may be uncommitted) or the
+    worker crashed (its last commit may have failed).
+    """
+    if app.conf.processing_guarantee.value != EXACTLY_ONCE:
+        return
+    crash = getattr(app, "crash_reason", None)
+    if app.batch_in_flight or crash is not None:
+        log.warning("local_tables_not_marked", batch_in_flight=app.batch_in_flight,
+                    crash=type(crash).__name__ if crash is not None else None)
+        return
+    tables = Path(app.conf.tabledir)
+    if tables.exists():
+        (tables / CLEAN_STOP_FILE).write_text("local rows committed at a clean stop\n", encoding="utf-8")
+        log.info("local_tables_marked", reason="clean_stop")

@@ -137,6 +137,26 @@ def test_killed_worker_and_one_added_back(broker, model_dir: Path, tmp_path: Pat
         group.stop()
 
 
+def test_worker_stopped_and_started_again(broker, model_dir: Path, tmp_path: Path) -> None:
+    group = start_group(broker, model_dir, tmp_path, 2)
+    try:
+        load, expected = run_load(group)
+        group.supervise(12)
+        restarted = group.workers[1]
+        restarted.stop()  # SIGTERM: the worker finishes its batch, commits and marks its tables
+        group.running.remove(restarted)
+        group.supervise(8)
+        group.add(restarted)
+        finish(group, load, expected)
+        log_text = restarted.log_path.read_text(errors="replace")
+        assert '"local_tables_marked"' in log_text, restarted.log_tail()
+        after_restart = log_text[log_text.index('"local_tables_marked"'):]
+        assert '"local_tables_kept"' in after_restart, "the restarted worker did not keep its tables"
+        assert '"local_tables_reset"' not in after_restart, "the restarted worker rebuilt its tables"
+    finally:
+        group.stop()
+
+
 @dataclass(frozen=True)
 class Broker:
     env: dict[str, str]

@@ -12,7 +12,7 @@ import pytest
 from nurture.config.errors import ConfigError
 from nurture.config.settings import load_settings
 from nurture.streams.app import build_app, enter_event
-from nurture.streams.transactions import Outbox, reset_local_tables
+from nurture.streams.transactions import CLEAN_STOP_FILE, Outbox, mark_clean_stop, reset_local_tables
 
 
 class Producer:
@@ -101,6 +101,41 @@ def test_local_tables_reset_only_under_exactly_once(tmp_path: Path, guarantee: s
     reset_local_tables(app)
 
     assert rows.exists() is kept
+
+
+def _app_with_rows(tmp_path: Path) -> tuple[Any, Path]:
+    settings = load_settings(environ={"NURTURE_WORKER_DATA_DIR": str(tmp_path)})
+    app, _ = build_app(settings)
+    rows = Path(app.conf.tabledir) / "leads-0.db"
+    rows.mkdir(parents=True)
+    return app, rows
+
+
+def test_clean_stop_keeps_tables_once(tmp_path: Path) -> None:
+    app, rows = _app_with_rows(tmp_path)
+    mark_clean_stop(app)
+
+    reset_local_tables(app)
+    reset_local_tables(app)  # Faust sends on_worker_init twice
+
+    assert rows.exists()
+    assert not (rows.parent / CLEAN_STOP_FILE).exists()
+    next_start, _ = build_app(load_settings(environ={"NURTURE_WORKER_DATA_DIR": str(tmp_path)}))
+    reset_local_tables(next_start)  # no clean stop in between, as after a crash
+    assert not rows.exists()
+
+
+@pytest.mark.parametrize("fault", ["batch_in_flight", "crashed"])
+def test_unclean_stop_leaves_no_mark(tmp_path: Path, fault: str) -> None:
+    app, rows = _app_with_rows(tmp_path)
+    if fault == "batch_in_flight":
+        app.batch_in_flight = True
+    else:
+        app._crash(RuntimeError("commit failed"))
+
+    mark_clean_stop(app)
+
+    assert not (rows.parent / CLEAN_STOP_FILE).exists()
 
 
 def test_guarantee_setting_defaults_and_choices() -> None:
