@@ -25,7 +25,7 @@ def build(args: argparse.Namespace):
     from quixstreams import Application
 
     app = Application(broker_address=broker(), consumer_group=args.group, auto_offset_reset="earliest",
-                      state_dir=args.data_dir, loglevel="WARNING")
+                      state_dir=args.data_dir, loglevel="WARNING", processing_guarantee=args.guarantee)
     commands = app.topic(f"{args.prefix}.{args.group}.commands", key_serializer="bytes", value_serializer="bytes")
     single = Single(args, "quix")
 

@@ -29,6 +29,9 @@ from common import progress, write_result  # noqa: E402
 PROJECT = Path(__file__).resolve().parents[1]
 
 
+GUARANTEES = ("exactly-once", "at-least-once")
+
+
 def contender_args(description: str) -> argparse.Namespace:
     """Parse the options both contenders take."""
     parser = argparse.ArgumentParser(description=description)
@@ -36,6 +39,8 @@ def contender_args(description: str) -> argparse.Namespace:
         parser.add_argument(name, required=True)
     parser.add_argument("--expect", type=int, required=True, help="records to handle before writing the result")
     parser.add_argument("--result", required=True, help="file for the JSON summary")
+    parser.add_argument("--guarantee", choices=GUARANTEES, default="exactly-once",
+                        help="processing guarantee; the worker's default is exactly once")
     return parser.parse_args()
 
 

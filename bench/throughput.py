@@ -11,10 +11,13 @@ of its own, one after the other, on the same broker:
 * faust: a plain Faust agent running the same pipeline one event at a time;
 * quix: the same with Quix Streams (its own virtual environment, --quix-python).
 
+Both peers run with --peer-guarantee, exactly once by default like the worker.
+
 Each contender's rate is its events divided by the time from its first record to
 its last. Then the worker, still running, gets fresh leads' events at half its
 rate for --latency-seconds, each stamped when sent. Latency runs from that stamp
-to the broker timestamp of each command they cause. With --profile-seconds, py-spy
+to the broker timestamp of each command they cause, and to its arrival at a
+read_committed consumer. With --profile-seconds, py-spy
 samples the worker during the backlog. Results go to var/bench/results/throughput.json.
 """
 
@@ -51,6 +54,8 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=30.0, help="0 skips the latency run")
     parser.add_argument("--profile-seconds", type=int, default=15, help="0 skips the profile")
     parser.add_argument("--timeout", type=float, default=900.0, help="maximum wait for one contender (s)")
+    parser.add_argument("--peer-guarantee", choices=("exactly-once", "at-least-once"), default="exactly-once",
+                        help="processing guarantee of the Faust and Quix contenders (the worker's is its setting)")
     parser.add_argument("--quix-python", default=str(BENCH_VENV / "python"))
     parser.add_argument("--py-spy", default=str(BENCH_VENV / "py-spy"))
     args = parser.parse_args()
@@ -65,7 +70,8 @@ def main() -> None:
     common.create_topics(f"{prefix}.{kind}" for kind in EVENT_KINDS)
     seconds = asyncio.run(common.produce(common.event_records(events, prefix), "produce", len(events)))
     progress("throughput", f"backlog of {len(events):,} events produced in {seconds:.1f} s")
-    result: dict[str, Any] = {"events": len(events), "partitions": common.PARTITIONS, "rates": {}}
+    result: dict[str, Any] = {"events": len(events), "partitions": common.PARTITIONS, "rates": {},
+                              "peer_guarantee": args.peer_guarantee}
     for name in args.contenders.split(","):
         progress("throughput", f"running {name}")
         if name == "worker":
@@ -147,7 +153,8 @@ def run_script(args: argparse.Namespace, name: str, directory: Path, prefix: str
     if name != "passthrough":
         (directory / name).mkdir()
         command += ["--model-dir", str(model_dir), "--data-dir", str(directory / name / "data"),
-                    "--journeys", str(common.journeys_without_quiet_hours(directory / name))]
+                    "--journeys", str(common.journeys_without_quiet_hours(directory / name)),
+                    "--guarantee", args.peer_guarantee]
     common.create_topics([f"{prefix}.{group}.{'out' if name == 'passthrough' else 'commands'}"])
     with (directory / f"{name}.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -178,7 +185,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def print_table(result: dict[str, Any]) -> None:
     rates = result["rates"]
     worker = rates.get("worker")
-    print(f"\nthroughput over a backlog of {result['events']:,} events, {result['partitions']} partitions")
+    print(f"\nthroughput over a backlog of {result['events']:,} events, {result['partitions']} partitions, "
+          f"peers {result.get('peer_guarantee', 'at-least-once')}")
     print(f"{'contender':<14}{'events/s':>12}{'worker / this':>16}")
     for name, rate in rates.items():
         ratio = f"{worker / rate:.2f}" if worker and name != "worker" else ""
