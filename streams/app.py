@@ -31,8 +31,7 @@ from nurture.streams.metrics import Metrics
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
 from nurture.streams.faust_fixes import App as FixedApp
 from nurture.streams.faust_fixes import Worker as QuietWorker
-from nurture.streams.transactions import (Outbox, faust_options, mark_clean_stop, reset_local_tables,
-                                          settled_table)
+from nurture.streams.transactions import Outbox, faust_options, mark_clean_stop, settled_table
 from nurture.streams.topics import TABLES
 from nurture.agents.sla import Objectives, SlaTracker
 
@@ -84,7 +83,6 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     erasures_topic = app.topic(settings.erasures_topic, key_serializer="raw", value_serializer="raw")
     receipts = app.topic(settings.topics.receipts, key_serializer="raw", value_serializer="raw")
     outbox = Outbox(app, (leads, index, ledger))
-    app.on_worker_init.connect(lambda sender, **_: reset_local_tables(sender))
     app.on_before_shutdown.connect(lambda sender, **_: mark_clean_stop(sender))
 
     async def send_command(key: bytes, value: bytes) -> Any:

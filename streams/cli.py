@@ -25,6 +25,7 @@ from nurture.agents.rules import load_rules
 from nurture.config.errors import NurtureError
 from nurture.config.settings import Settings, load_settings
 from nurture.streams.logs import configure_logging, set_worker_id, uses_json
+from nurture.streams.transactions import reset_local_tables
 
 log = structlog.get_logger("nurture.cli")
 
@@ -44,7 +45,7 @@ def main() -> None:
         print(f"nurture: invalid settings: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     _loaded[:] = [settings]
-    _add_commands(cli, settings, holder)
+    _add_commands(cli, app, settings, holder)
     cli.help = (
         "Nurture: real-time lead nurturing on Kafka.\n\n"
         "Start with `nurture topics create`, `nurture train --history FILE` and "
@@ -56,7 +57,7 @@ def main() -> None:
     app.main()
 
 
-def _add_commands(cli: click.Group, settings: Settings, holder: RuntimeHolder) -> None:
+def _add_commands(cli: click.Group, app: Any, settings: Settings, holder: RuntimeHolder) -> None:
     faust_worker = cli.commands["worker"]
 
     @click.pass_context
@@ -64,6 +65,7 @@ def _add_commands(cli: click.Group, settings: Settings, holder: RuntimeHolder) -
         web_address = (options.get("web_bind") or settings.worker.web_host,
                        options.get("web_port") or settings.worker.web_port)
         _prepare_worker(settings, holder, web_address)
+        reset_local_tables(app)  # only here, once this process holds the data directory's lock
         if ctx.get_parameter_source("loglevel") == click.core.ParameterSource.DEFAULT:
             # Faust's own default is WARN, at which it also draws a progress spinner on
             # stdout; [log] level is the engine's setting for both.

@@ -103,15 +103,15 @@ class App(faust.App):
     acknowledges its records; the consumer commits only while it is free.
     ``batch_in_flight`` is true from the start of a batch until its records are
     acknowledged, and stays true if the agent stops in between.
-    ``local_tables_checked`` is set once the start has decided whether to keep
-    the local tables.
+    ``tables_owned`` is set by the worker command once it holds the data
+    directory's lock; only then may the tables directory be reset or marked.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.commit_gate = asyncio.Lock()
         self.batch_in_flight = False
-        self.local_tables_checked = False
+        self.tables_owned = False
 
     def _new_transport(self) -> Any:
         # NOTE: _new_transport is private to faust.App (faust-streaming 0.11 to 0.15).
@@ -141,7 +141,21 @@ class _Recovery(Recovery):
 
 
 class FixedTableManager(TableManager):
-    """Faust's table manager with the recovery fix of this module; pass it as the TableManager setting."""
+    """Faust's table manager with the fixes of this module; pass it as the TableManager setting.
+
+    Under exactly-once Faust keeps the offset of each changelog write until a
+    commit, keyed by the changelog partition, but looks it up by the committed
+    source partitions, so it never stored one. A worker that kept its tables
+    then read every changelog again from its start. A commit of partition P
+    now stores the pending offsets of changelog partition P, where every table
+    write of P's records goes.
+    """
+
+    def on_commit(self, offsets: Any) -> None:
+        committed = {tp.partition for tp in offsets}
+        for changelog_tp in [tp for tp in self._pending_persisted_offsets if tp.partition in committed]:
+            store, offset = self._pending_persisted_offsets.pop(changelog_tp)
+            store.set_persisted_offset(changelog_tp, offset)
 
     @property
     def recovery(self) -> Recovery:

@@ -129,12 +129,13 @@ def reset_local_tables(app: faust.App) -> None:
     commits. After a crash, those files may hold rows of aborted transactions:
     events whose commands never became visible would then count as seen. After
     a clean stop they hold committed rows only, so they stay, and recovery reads
-    just the changelog records written since. The worker calls this at start,
-    after it has locked its data directory.
+    just the changelog records written since. Only the worker command calls
+    this, after it has locked its data directory. The other commands build the
+    same app, so they must not touch the tables of a worker that may be running.
     """
-    if app.conf.processing_guarantee.value != EXACTLY_ONCE or app.local_tables_checked:
+    app.tables_owned = True
+    if app.conf.processing_guarantee.value != EXACTLY_ONCE:
         return
-    app.local_tables_checked = True  # Faust sends on_worker_init twice: from App.main and from its CLI
     tables = Path(app.conf.tabledir)
     mark = tables / CLEAN_STOP_FILE
     if mark.exists():
@@ -155,7 +156,7 @@ def mark_clean_stop(app: faust.App) -> None:
     is left out when a batch did not finish (its rows may be uncommitted) or the
     worker crashed (its last commit may have failed).
     """
-    if app.conf.processing_guarantee.value != EXACTLY_ONCE:
+    if app.conf.processing_guarantee.value != EXACTLY_ONCE or not app.tables_owned:
         return
     crash = getattr(app, "crash_reason", None)
     if app.batch_in_flight or crash is not None:

@@ -34,6 +34,7 @@ KAFKA_SH = PROJECT / "scripts" / "kafka.sh"
 LEADS = 300  # 1,800 events
 RATE = 40.0  # events per second: 45 s of load
 SESSION_TIMEOUT = "10"  # seconds until the group drops a killed worker
+FAUST_OFFSET_KEY = b"__faust\x00offset__"  # where Faust's RocksDB store keeps a partition's changelog offset
 log = logging.getLogger("drill")
 
 
@@ -144,6 +145,9 @@ def test_worker_stopped_and_started_again(broker, model_dir: Path, tmp_path: Pat
         group.supervise(12)
         restarted = group.workers[1]
         restarted.stop()  # SIGTERM: the worker finishes its batch, commits and marks its tables
+        offsets = persisted_offsets(restarted.directory / "data")
+        assert offsets, "the stopped worker has no lead table files"
+        assert None not in offsets.values(), f"lead tables without a stored changelog offset: {offsets}"
         group.running.remove(restarted)
         group.supervise(8)
         group.add(restarted)
@@ -155,6 +159,21 @@ def test_worker_stopped_and_started_again(broker, model_dir: Path, tmp_path: Pat
         assert '"local_tables_reset"' not in after_restart, "the restarted worker rebuilt its tables"
     finally:
         group.stop()
+
+
+def persisted_offsets(data_dir: Path) -> dict[str, int | None]:
+    """Return the changelog offset each lead table file of ``data_dir`` stores, None where it has none."""
+    from faust.stores.rocksdb import RocksDBOptions
+
+    offsets: dict[str, int | None] = {}
+    for path in sorted(data_dir.glob("**/tables/leads-*.db")):
+        db = RocksDBOptions(use_rocksdict=True).open(path)
+        try:
+            value = db.get(FAUST_OFFSET_KEY)
+            offsets[path.name] = None if value is None else int(value)
+        finally:
+            db.close()
+    return offsets
 
 
 @dataclass(frozen=True)

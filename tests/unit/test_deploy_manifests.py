@@ -195,7 +195,7 @@ def nurture_cli(settings_file: Path) -> click.Group:
     # A group of its own, so that Faust's global group stays untouched.
     # _add_commands is where `main` assembles the commands.
     group = click.Group("nurture", commands={"worker": faust_cli.commands["worker"]})
-    cli._add_commands(group, load_settings(settings_file, environ={}), RuntimeHolder())
+    cli._add_commands(group, None, load_settings(settings_file, environ={}), RuntimeHolder())  # no worker runs here
     return group
 
 

@@ -111,23 +111,40 @@ def _app_with_rows(tmp_path: Path) -> tuple[Any, Path]:
     return app, rows
 
 
+def _next_start(tmp_path: Path) -> Any:
+    app, _ = build_app(load_settings(environ={"NURTURE_WORKER_DATA_DIR": str(tmp_path)}))
+    reset_local_tables(app)
+    return app
+
+
 def test_clean_stop_keeps_tables_once(tmp_path: Path) -> None:
     app, rows = _app_with_rows(tmp_path)
+    reset_local_tables(app)  # the worker's start
+    rows.mkdir(parents=True)  # rows written while it ran
     mark_clean_stop(app)
 
-    reset_local_tables(app)
-    reset_local_tables(app)  # Faust sends on_worker_init twice
+    _next_start(tmp_path)
 
     assert rows.exists()
     assert not (rows.parent / CLEAN_STOP_FILE).exists()
-    next_start, _ = build_app(load_settings(environ={"NURTURE_WORKER_DATA_DIR": str(tmp_path)}))
-    reset_local_tables(next_start)  # no clean stop in between, as after a crash
+    _next_start(tmp_path)  # no clean stop in between, as after a crash
     assert not rows.exists()
+
+
+def test_other_commands_leave_tables_alone(tmp_path: Path) -> None:
+    app, rows = _app_with_rows(tmp_path)  # what `nurture report` and the other commands build
+
+    app.on_worker_init.send()
+    mark_clean_stop(app)
+
+    assert rows.exists()
+    assert not (rows.parent / CLEAN_STOP_FILE).exists()
 
 
 @pytest.mark.parametrize("fault", ["batch_in_flight", "crashed"])
 def test_unclean_stop_leaves_no_mark(tmp_path: Path, fault: str) -> None:
     app, rows = _app_with_rows(tmp_path)
+    app.tables_owned = True
     if fault == "batch_in_flight":
         app.batch_in_flight = True
     else:
@@ -142,3 +159,24 @@ def test_guarantee_setting_defaults_and_choices() -> None:
     assert load_settings(environ={}).worker.processing_guarantee == "exactly_once"
     with pytest.raises(ConfigError, match="'twice' is not one of exactly_once, at_least_once"):
         load_settings(environ={"NURTURE_WORKER_PROCESSING_GUARANTEE": "twice"})
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.persisted: dict[Any, int] = {}
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted[tp] = offset
+
+
+def test_commit_persists_changelog_offsets_of_its_partitions(tmp_path: Path) -> None:
+    from faust.types import TP
+
+    app, _ = build_app(load_settings(environ={"NURTURE_WORKER_DATA_DIR": str(tmp_path)}))
+    store = _Store()
+    for partition, offset in ((0, 41), (1, 17)):
+        app.tables.persist_offset_on_commit(store, TP("nurture-leads-changelog", partition), offset)
+
+    app.tables.on_commit({TP("events.click", 0): 120, TP("events.form", 0): 9})
+
+    assert store.persisted == {TP("nurture-leads-changelog", 0): 41}
