@@ -180,7 +180,7 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tupl
     except NurtureError as exc:
         raise click.ClickException(str(exc)) from exc
     holder.runtime = runtime
-    log.info("worker_starting", app_id=worker.app_id, broker=settings.bootstrap_servers,
+    log.info("worker_starting", app_id=worker.app_id, broker=settings.bootstrap_servers, data_dir=worker.data_dir,
              security_protocol=settings.kafka.security_protocol,
              model_version=runtime.model.version,
              shadow_model_version=runtime.shadow.version if runtime.shadow else None,
