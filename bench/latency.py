@@ -7,7 +7,7 @@ latencies per command, both from the stamp of its trigger event:
 - written: to the command's broker timestamp, when the broker appended it;
 - visible: to the moment a ``read_committed`` consumer that reads all along
   receives it. Under exactly-once a command becomes visible when its
-  transaction commits, so this is the delay a delivery worker sees.
+  transaction commits, so this is the delay before a delivery worker can read it.
 """
 
 from __future__ import annotations

@@ -122,8 +122,8 @@ def finish(group: Group, load: Load, expected: Outcome) -> None:
                  if lead not in rows or state_of(rows[lead]) != state_of(row)]
     if (missing or repeated or unexpected or differing) and group.fenced_crash():
         # NOTE: a known gap. A worker fenced during a rebalance can crash in Faust's producer
-        # buffer; after its restart some rows differed from an uninterrupted run (one kill run
-        # in about fifteen). Only that case is an expected failure; any other difference fails.
+        # buffer, and after its restart some rows differed (one kill run in about fifteen).
+        # Only that case is an expected failure. Any other difference fails the test.
         pytest.xfail(f"a fenced worker crashed: {len(missing)} missing, {len(repeated)} repeated, "
                      f"{len(unexpected)} unexpected commands, {len(differing)} differing rows")
     assert not missing, f"{len(missing)} of {len(expected.commands)} commands missing, e.g. {missing[:3]}\n{group.logs()}"
