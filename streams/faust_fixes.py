@@ -11,9 +11,6 @@
   again from the committed offset. A partition with no committed offset yet
   stayed where the fetch had got to, so its first records were lost. Such
   partitions now start from their first offset.
-- A rebalance that arrives just as recovery ends gives standby partitions no
-  start offset, and the seek to None stopped the worker. They are now read
-  from their first offset.
 - Faust commits every few seconds, whatever the agent is doing. Under
   exactly-once a commit in the middle of a batch made the batch's commands
   visible without the offsets of its records, which were not yet acknowledged,
@@ -38,8 +35,9 @@ from typing import Any
 import faust
 import structlog
 from faust.tables.manager import TableManager
-from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from nurture.streams.faust_recovery import FixedRecovery
 
 log = structlog.get_logger("nurture.rebalance")
 
@@ -131,13 +129,6 @@ class Worker(faust.Worker):
         self.spinner = None
 
 
-class _Recovery(Recovery):
-    async def _seek_offsets(self, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
-        # NOTE: _seek_offsets is private to Faust's Recovery (faust-streaming 0.15).
-        for tp in tps:
-            if offsets.get(tp) is None:
-                offsets[tp] = -1  # Faust's value for "no offset yet", read from the first record
-        await super()._seek_offsets(consumer, tps, offsets, title)
 
 
 class FixedTableManager(TableManager):
@@ -158,7 +149,7 @@ class FixedTableManager(TableManager):
             store.set_persisted_offset(changelog_tp, offset)
 
     @property
-    def recovery(self) -> Recovery:
+    def recovery(self) -> FixedRecovery:
         if self._recovery is None:
-            self._recovery = _Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
+            self._recovery = FixedRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery
