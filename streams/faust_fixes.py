@@ -22,6 +22,14 @@
   read again from the committed offset, and the records read again add their
   commands to that transaction a second time. The consumer now finishes the
   batch in progress and commits every acknowledged offset first.
+- At a rebalance Faust kept the transactional producer of every partition
+  it did not see revoked, and it did not always see them: a worker that lost
+  partitions to another one and got them back used its old producers, which
+  the other worker had fenced. Its next send failed with "Can't send messages
+  while not in transaction" and the worker crashed. Every rebalance now starts
+  fresh producers for the partitions assigned. Their start aborts what an
+  earlier owner left open, including this worker's own open transactions,
+  which hold nothing acknowledged once the revocation commit has run.
 - At a log level of warning or above, Faust's worker lowers the root logger to
   DEBUG for its progress spinner, and the libraries' debug records cost about
   4 % of the worker's time. ``Worker`` leaves the spinner out.
@@ -35,6 +43,7 @@ from typing import Any
 import faust
 import structlog
 from faust.tables.manager import TableManager
+from faust.transport.consumer import TransactionManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from nurture.streams.faust_recovery import FixedRecovery
@@ -90,8 +99,19 @@ class _Consumer(faust_aiokafka.Consumer):
         await self.wait_empty()  # commits, under the gate, until every record in flight is acknowledged
 
 
+class _TransactionManager(TransactionManager):
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
+        # NOTE: _transaction_producers is private to Faust's aiokafka producer (faust-streaming 0.15).
+        producers = sorted(self.producer._transaction_producers)
+        if producers:
+            log.info("transactional_producers_restarted", count=len(producers))
+            await self._stop_transactions(producers)
+        await super().on_rebalance(assigned, set(), newly_assigned)
+
+
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+    TransactionManager = _TransactionManager
 
 
 class App(faust.App):

@@ -180,3 +180,37 @@ def test_commit_persists_changelog_offsets_of_its_partitions(tmp_path: Path) -> 
     app.tables.on_commit({TP("events.click", 0): 120, TP("events.form", 0): 9})
 
     assert store.persisted == {TP("nurture-leads-changelog", 0): 41}
+
+
+class TransactionalProducer:
+    """Faust's producer as the transaction manager sees it: the producers it holds by transactional id."""
+
+    def __init__(self, held: list[str]) -> None:
+        self._transaction_producers = {tid: object() for tid in held}
+        self.calls: list[tuple[str, str]] = []
+
+    async def stop_transaction(self, tid: str) -> None:
+        self.calls.append(("stop", tid))
+        self._transaction_producers.pop(tid, None)
+
+    async def maybe_begin_transaction(self, tid: str) -> None:
+        self.calls.append(("begin", tid))
+        self._transaction_producers[tid] = object()
+
+
+def test_rebalance_starts_fresh_producers_also_for_kept_partitions() -> None:
+    from faust.types import TP
+
+    from nurture.streams.faust_fixes import _TransactionManager
+
+    # The worker held partitions 0 and 1 and keeps 1: its producer of 1 may have been
+    # fenced by a worker that held 1 in between, so it is replaced as well.
+    producer = TransactionalProducer(["nurture-1-0", "nurture-1-1"])
+    app = SimpleNamespace(conf=SimpleNamespace(id="nurture"),
+                          assignor=SimpleNamespace(group_for_topic=lambda topic: 1, is_standby=lambda tp: False))
+    manager = _TransactionManager(SimpleNamespace(app=app), consumer=None, producer=producer)
+
+    asyncio.run(manager.on_rebalance({TP("events.click", 1), TP("events.click", 2)}, set(), set()))
+
+    assert producer.calls == [("stop", "nurture-1-0"), ("stop", "nurture-1-1"),
+                              ("begin", "nurture-1-1"), ("begin", "nurture-1-2")]
