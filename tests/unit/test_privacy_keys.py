@@ -91,3 +91,20 @@ def test_rotation_rewraps_on_next_write() -> None:
 def test_personal_data_without_vault_is_refused() -> None:
     with pytest.raises(VaultError, match="no key ring"):
         encode_lead(_lead_with_profile(), None)
+
+
+def test_last_envelope_opens_from_memory_and_no_other() -> None:
+    vault = Vault(parse_keys(TEST_KEYS, "test"))
+    row = orjson.loads(encode_lead(_lead_with_profile(), vault))
+    vault._wrappers = {}  # any decryption from here on fails
+
+    fields, _ = vault.open("lead-1", row["sealed"])
+    fields["email"] = "changed@example.com"
+    again, _ = vault.open("lead-1", dict(row["sealed"]))
+    changed = {**row["sealed"], "data": row["sealed"]["data"][:-4] + "AAA="}
+
+    assert again["email"] == "zofia@example.com"
+    with pytest.raises(VaultError, match="which the key ring lacks"):
+        vault.open("lead-1", changed)
+    with pytest.raises(VaultError, match="which the key ring lacks"):
+        vault.open("lead-2", row["sealed"])
