@@ -171,12 +171,17 @@ class Worker:
 
     def records_in(self, topics: Iterable[str]) -> float:
         """The worker's nurture_records_total over ``topics``, or 0 before its web server responds."""
+        samples = self.samples()
+        return sum(samples.get(f'nurture_records_total{{topic="{topic}"}}', 0.0) for topic in topics)
+
+    def samples(self) -> dict[str, float]:
+        """Return every sample on the worker's /metrics by name and labels, or none before its web server responds."""
         try:
             text = self.get("/metrics").decode()
         except OSError:
-            return 0.0
-        labels = {f'nurture_records_total{{topic="{topic}"}}' for topic in topics}
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.rsplit(" ", 1)[0] in labels)
+            return {}
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
 
     def ready(self) -> bool:
         try:

@@ -17,7 +17,8 @@ Each contender's rate is its events divided by the time from its first record to
 its last. Then the worker, still running, gets fresh leads' events at half its
 rate for --latency-seconds, each stamped when sent. Latency runs from that stamp
 to the broker timestamp of each command they cause, and to its arrival at a
-read_committed consumer. With --profile-seconds, py-spy
+read_committed consumer. The worker's nurture_agent_seconds_total gives the agent's
+wall-clock time per event by phase over the backlog. With --profile-seconds, py-spy
 samples the worker during the backlog. Results go to var/bench/results/throughput.json.
 """
 
@@ -42,6 +43,7 @@ import common  # noqa: E402
 from common import EVENT_KINDS, PROJECT, Worker, progress  # noqa: E402
 from latency import command_latencies  # noqa: E402
 from spy import record, summarise  # noqa: E402
+from nurture.streams.metrics import PhaseClock  # noqa: E402
 
 CONTENDERS = ("passthrough", "worker", "faust", "quix")
 BENCH_VENV = PROJECT / "var" / "bench-venv" / "bin"
@@ -96,14 +98,14 @@ def run_worker(args: argparse.Namespace, directory: Path, prefix: str, model_dir
     topics = tuple(f"{prefix}.{kind}" for kind in EVENT_KINDS)
     out: dict[str, Any] = {}
     try:
-        first_at, first_count, spy = 0.0, 0.0, None
+        first_at, first_count, first_samples, spy = 0.0, 0.0, {}, None
         deadline = time.monotonic() + args.timeout
         while True:
             worker.check_alive()
             count = worker.records_in(topics)
             now = time.time()
             if count and not first_at:
-                first_at, first_count = now, count
+                first_at, first_count, first_samples = now, count, worker.samples()
                 if args.profile_seconds:
                     spy = record(args.py_spy, worker.process.pid, args.profile_seconds, directory / "profile.txt")
             if count >= total:
@@ -113,6 +115,7 @@ def run_worker(args: argparse.Namespace, directory: Path, prefix: str, model_dir
             progress_every(count, total, "worker")
             time.sleep(0.2)
         out["rate"] = (total - first_count) / (now - first_at)
+        out["phases_us"] = phase_breakdown(first_samples, worker.samples(), total - first_count)
         if spy is not None:
             out["profile"] = finish_profile(spy, directory / "profile.txt")
         if args.latency_seconds:
@@ -122,6 +125,16 @@ def run_worker(args: argparse.Namespace, directory: Path, prefix: str, model_dir
     finally:
         worker.stop()
     return out
+
+
+def phase_breakdown(before: dict[str, float], after: dict[str, float], events: float) -> dict[str, float]:
+    """Return the agent's wall-clock microseconds per event by phase between two /metrics snapshots.
+
+    ``scoring`` is the part of ``handle`` spent in the scoring thread.
+    """
+    names = {phase: f'nurture_agent_seconds_total{{phase="{phase}"}}' for phase in PhaseClock.PHASES}
+    names["scoring"] = "nurture_scoring_batch_seconds_sum"
+    return {phase: (after.get(name, 0.0) - before.get(name, 0.0)) / events * 1e6 for phase, name in names.items()}
 
 
 _last_report = [0.0]
@@ -198,6 +211,10 @@ def print_table(result: dict[str, Any]) -> None:
         for name, prefix in (("written (broker timestamp)", ""), ("visible to read_committed", "visible_")):
             print(f"  {name}: p50 {latency[prefix + 'p50_ms']:.0f} ms, p99 {latency[prefix + 'p99_ms']:.0f} ms, "
                   f"max {latency[prefix + 'max_ms']:.0f} ms")
+    phases = result.get("phases_us")
+    if phases:
+        print("the agent's wall-clock time per event during the backlog, by phase (µs):")
+        print("  " + ", ".join(f"{phase} {micros:.0f}" for phase, micros in phases.items()))
     profile = result.get("profile")
     if profile and "top" in profile:
         print(f"\nworker profile, {profile['samples']:,} samples (inclusive %, self %):")

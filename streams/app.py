@@ -27,7 +27,7 @@ from nurture.streams.erasures import tail_erasures
 from nurture.streams.kafka_clients import broker_credentials
 from nurture.streams.ledger_store import LedgerStore
 from nurture.streams.logs import logging_config
-from nurture.streams.metrics import Metrics
+from nurture.streams.metrics import Metrics, PhaseClock
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
 from nurture.streams.faust_fixes import App as FixedApp
 from nurture.streams.faust_fixes import Worker as QuietWorker
@@ -131,16 +131,22 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     async def ingest(stream: Any) -> None:
         # The erasure memory must be complete before any event, and before the commit gate is taken.
         await holder.privacy.erasures.loaded.wait()
+        phases = PhaseClock(metrics)
         async for records in stream.take_events(batch_size, within=batch_wait_seconds):
+            phases.mark("records")
             # No commit while a batch is in flight: its outputs and the offsets of its
             # records then always commit in the same transaction (streams/faust_fixes.py).
             async with app.commit_gate:
+                phases.mark("commit")
                 app.batch_in_flight = True
                 await handler.handle_batch(records, enter_event)
+                phases.mark("handle")
                 await outbox.settle()
+                phases.mark("settle")
                 for record in records:
                     await stream.ack(record)
                 app.batch_in_flight = False
+                phases.mark("ack")
 
     @app.task
     async def read_erasures() -> None:

@@ -6,6 +6,8 @@ name (seconds, records) and ``_total`` on counters.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -36,6 +38,11 @@ class Metrics:
             "nurture_records_skipped_total",
             "Valid records not applied, by reason (erased_lead: from before the lead's erasure).",
             ["reason"], registry=registry)
+        self.agent_seconds = Counter(
+            "nurture_agent_seconds_total",
+            "Wall-clock time of the ingest agent, by phase: records (waiting for a batch), commit (waiting "
+            "for a commit to end), handle, settle (waiting for the broker to acknowledge the batch's "
+            "outputs) and ack.", ["phase"], registry=registry)
         self.batch_records = Histogram("nurture_scoring_batch_records", "Events scored together in one model call.",
                                        buckets=BATCH_BUCKETS, registry=registry)
         self.batch_seconds = Histogram("nurture_scoring_batch_seconds",
@@ -71,3 +78,19 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class PhaseClock:
+    """Adds the wall-clock time since the previous mark to a phase of ``nurture_agent_seconds_total``."""
+
+    PHASES = ("records", "commit", "handle", "settle", "ack")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._counters = {phase: metrics.agent_seconds.labels(phase) for phase in self.PHASES}
+        self._last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        """Count the time since the previous mark as ``phase``."""
+        now = time.perf_counter()
+        self._counters[phase].inc(now - self._last)
+        self._last = now
