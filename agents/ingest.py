@@ -58,10 +58,18 @@ class RuntimeHolder:
 
 @dataclass(frozen=True)
 class Outputs:
-    """Output callables: ``send_command(key, value)`` and ``send_deadletter(key, value, headers)``."""
+    """Output callables: ``send_command(key, value)`` and ``send_deadletter(key, value, headers)``.
+
+    ``flush()``, where given, waits until the broker has every output sent so
+    far. Under at-least-once the handler calls it before it writes any lead
+    row: a row that records an event must never be stored while the commands
+    of that event can still be lost, because the event is then known as seen
+    and nothing publishes them again.
+    """
 
     send_command: Send
     send_deadletter: Send
+    flush: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -216,13 +224,15 @@ class IngestHandler:
             if item.error is not None:
                 enter(item.record)
                 await self._dead_letter(item.record.message, "processing_failed", item.error)
+        await self._publish(batch.pending, enter)
+        if self.outputs.flush is not None:
+            await self.outputs.flush()
         self._append_ledger(batch.pending, now_ms, enter)
         for key, lead in batch.leads.items():
             record = batch.last_record[key]
             enter(record)
             self._update_index(key, lead, record.message.partition)
             self.table[key] = encode_lead(lead, self.vault)
-        await self._publish(batch.pending, enter)
 
     def _append_ledger(self, pending: list[_Pending], now_ms: int, enter: Callable[[Any], None]) -> None:
         """Append every consent change of the batch to its partition's ledger, in batch order."""

@@ -31,7 +31,7 @@ from nurture.streams.metrics import Metrics, PhaseClock
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
 from nurture.streams.faust_fixes import App as FixedApp
 from nurture.streams.faust_fixes import Worker as QuietWorker
-from nurture.streams.transactions import Outbox, faust_options, mark_clean_stop, settled_table
+from nurture.streams.transactions import EXACTLY_ONCE, Outbox, faust_options, mark_clean_stop, settled_table
 from nurture.streams.topics import TABLES
 from nurture.agents.sla import Objectives, SlaTracker
 
@@ -112,7 +112,9 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     handler = IngestHandler(
         Inputs(topic_kinds, codecs, settings.timers_topic),
         table=leads,
-        outputs=Outputs(send_command, send_deadletter),
+        # Under exactly-once a batch's rows and commands commit together, so their order does not matter.
+        outputs=Outputs(send_command, send_deadletter,
+                        flush=None if settings.worker.processing_guarantee == EXACTLY_ONCE else outbox.settle_outputs),
         holder=holder,
         index=index,
         clock=clock,

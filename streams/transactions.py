@@ -112,6 +112,13 @@ class Outbox:
         if futures:
             await asyncio.wait_for(asyncio.gather(*futures), timeout=SETTLE_TIMEOUT_SECONDS)
 
+    async def settle_outputs(self) -> None:
+        """Wait until every output sent so far, but not the changelog writes, is acknowledged by the broker."""
+        futures = self.pending
+        self.pending = []
+        if futures:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=SETTLE_TIMEOUT_SECONDS)
+
 
 def transactional_id_for(app: faust.App, topic: str, partition: int) -> str:
     """Return the transactional id whose transaction commits ``topic``'s ``partition``.

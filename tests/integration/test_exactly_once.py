@@ -119,7 +119,8 @@ def finish(group: Group, load: Load, expected: Outcome, *, crashes_allowed: bool
     rows = read_rows(group.settings)
     differing = [lead for lead, row in expected.rows.items()
                  if lead not in rows or state_of(rows[lead]) != state_of(row)]
-    assert not missing, f"{len(missing)} of {len(expected.commands)} commands missing, e.g. {missing[:3]}\n{group.logs()}"
+    assert not missing, (f"{len(missing)} of {len(expected.commands)} commands missing, e.g. {missing[:3]}, "
+                         f"by input partition: {partitions_of(group, expected, missing)}\n{group.logs()}")
     assert not repeated, f"{len(repeated)} commands published more than once, e.g. {list(repeated.items())[:3]}"
     assert not unexpected, f"{len(unexpected)} commands the offline run does not make, e.g. {unexpected[:3]}"
     assert not differing, (f"{len(differing)} of {len(expected.rows)} lead rows differ, e.g. {differing[:3]}; "
@@ -224,6 +225,18 @@ def test_broker_restarted_mid_load(own_broker: Broker, model_dir: Path, tmp_path
         finish(group, load, expected, crashes_allowed=True)  # a worker may give up while the broker is away
     finally:
         group.stop()
+
+
+def partitions_of(group: Group, expected: Outcome, command_ids: list[str]) -> dict[int, list[str]]:
+    """Return the leads of ``command_ids`` by the input partition their events go to."""
+    from kafka.partitioner.default import murmur2
+
+    partitions = group.settings.kafka.partitions
+    leads: dict[int, list[str]] = {}
+    for lead_id in sorted({expected.commands[command_id]["lead_id"] for command_id in command_ids}):
+        partition = (murmur2(lead_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+        leads.setdefault(partition, []).append(lead_id)
+    return leads
 
 
 def recovery_waited_out(log_text: str) -> bool:

@@ -81,3 +81,38 @@ def test_bad_record_inside_batch_is_dead_lettered(runtime, sample) -> None:
     assert [letter["nurture.reason"] for letter in recorder.dead_letters] == ["json_invalid"]
     assert recorder.dead_letters[0]["nurture.source.offset"] == "999"
     assert len(rows) == len({event.lead_id for event in sample[:50]})
+
+
+class _Steps(dict):
+    """A lead table that notes each row write in a shared list of steps."""
+
+    def __init__(self, steps: list[str]) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.steps.append("row")
+        super().__setitem__(key, value)
+
+
+def test_flush_puts_commands_before_rows(runtime, sample) -> None:
+    steps: list[str] = []
+
+    async def send_command(key: bytes, value: bytes) -> None:
+        steps.append("command")
+
+    async def flush() -> None:
+        steps.append("flush")
+
+    handler = IngestHandler(Inputs(KINDS, CODECS, "timers"), _Steps(steps),
+                            Outputs(send_command, Recorder().send_deadletter, flush=flush), RuntimeHolder(runtime),
+                            index={}, clock=FixedClock(0), privacy=privacy_parts())
+    records = _records(sample)
+
+    asyncio.run(handler.handle_batch(records, lambda record: None))
+
+    assert "command" in steps, "the sample makes no command, so the order is not tested"
+    assert steps.count("flush") == 1
+    flushed = steps.index("flush")
+    assert "row" not in steps[:flushed], "a lead row was written before the batch's commands were flushed"
+    assert "command" not in steps[flushed:], "a command was sent after the flush"
