@@ -30,6 +30,11 @@
   fresh producers for the partitions assigned. Their start aborts what an
   earlier owner left open, including this worker's own open transactions,
   which hold nothing acknowledged once the revocation commit has run.
+- A worker that took over a killed worker's partition could fetch past the
+  committed offset before the seek to it took hold. Faust then counted the
+  records in between as done, so they were committed without being
+  processed. An input partition that jumps ahead is now sought back to the
+  offset its next record must have.
 - At a log level of warning or above, Faust's worker lowers the root logger to
   DEBUG for its progress spinner, and the libraries' debug records cost about
   4 % of the worker's time. ``Worker`` leaves the spinner out.
@@ -72,6 +77,47 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    _next_offsets: dict[Any, int] = {}  # input partition -> offset its next record must have
+    _jump_seeks: dict[Any, int] = {}  # input partition -> offset it was sought back to after a jump
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        # After the seek, Faust's read offsets are the committed offsets: the next record to process.
+        self._next_offsets = {tp: offset for tp, offset in self._read_offset.items() if offset is not None}
+        self._jump_seeks = {}
+
+    async def getmany(self, timeout: float) -> Any:
+        """Yield Faust's fetched records, but go back when an input partition jumps past its next offset.
+
+        Faust counts the offsets between the last record it read and a later
+        one as done, which suits transaction markers. After a rebalance its
+        fetch could run past the committed offset before the seek to it took
+        hold, and the records in between were committed without being
+        processed. A partition that jumps is sought back once; a second jump
+        to the same offset is a real gap. Under at-least-once every record is
+        checked, since input topics carry no markers then. Under exactly-once
+        only the first record after a seek is, since markers make later jumps
+        normal.
+        """
+        jumped: set[Any] = set()
+        async for tp, message in super().getmany(timeout):
+            if tp in jumped:
+                continue
+            expected = self._next_offsets.get(tp)
+            if (expected is not None and message.offset > expected and self._jump_seeks.get(tp) != expected
+                    and self.app.topics.acks_enabled_for(tp.topic)):
+                log.warning("input_partition_jumped", topic=tp.topic, partition=tp.partition, expected=expected,
+                            offset=message.offset)
+                jumped.add(tp)
+                self._jump_seeks[tp] = expected
+                await self.seek(tp, expected)
+                continue
+            if self.app.in_transaction:
+                self._next_offsets.pop(tp, None)
+            else:
+                self._next_offsets[tp] = max(message.offset + 1, expected or 0)
+            yield tp, message
 
     async def commit(self, *args: Any, **kwargs: Any) -> bool:
         # Between two batches: every record of the last one is acknowledged with its outputs.

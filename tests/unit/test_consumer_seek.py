@@ -1,0 +1,75 @@
+"""An input partition that jumps past the offset its next record must have is sought back."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any, AsyncIterator
+
+import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from nurture.streams.faust_fixes import _Consumer
+
+CLICKS = TP("events.click", 5)
+FORMS = TP("events.form", 5)
+
+
+def consumer_at(next_offsets: dict[TP, int], *, in_transaction: bool = False) -> Any:
+    """The state that ``getmany`` reads, without a Faust app around it; ``sought`` lists its seeks."""
+    consumer: Any = object.__new__(_Consumer)
+    consumer.app = SimpleNamespace(in_transaction=in_transaction,
+                                   topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+    consumer._next_offsets, consumer._jump_seeks, consumer.sought = dict(next_offsets), {}, []
+
+    async def seek(tp: TP, offset: int) -> None:
+        consumer.sought.append((tp, offset))
+
+    consumer.seek = seek
+    return consumer
+
+
+def fetch(monkeypatch: pytest.MonkeyPatch, records: list[tuple[TP, int]]) -> None:
+    async def fetched(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        for tp, offset in records:
+            yield tp, SimpleNamespace(offset=offset)
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetched)
+
+
+def drain(consumer: Any) -> list[tuple[TP, int]]:
+    async def run() -> list[tuple[TP, int]]:
+        return [(tp, message.offset) async for tp, message in _Consumer.getmany(consumer, 1.0)]
+
+    return asyncio.run(run())
+
+
+def test_jump_seeks_back_and_holds_the_partition(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = consumer_at({CLICKS: 36, FORMS: 10})
+    fetch(monkeypatch, [(CLICKS, 70), (FORMS, 10), (CLICKS, 71), (FORMS, 11)])
+
+    delivered = drain(consumer)
+
+    assert delivered == [(FORMS, 10), (FORMS, 11)]
+    assert consumer.sought == [(CLICKS, 36)]
+    assert consumer._next_offsets == {CLICKS: 36, FORMS: 12}
+
+
+def test_second_jump_taken_as_gap(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = consumer_at({CLICKS: 36})
+    consumer._jump_seeks = {CLICKS: 36}  # sought back once already, and 36 is a transaction marker
+    fetch(monkeypatch, [(CLICKS, 37), (CLICKS, 38)])
+
+    assert drain(consumer) == [(CLICKS, 37), (CLICKS, 38)]
+    assert consumer.sought == []
+
+
+def test_exactly_once_checks_only_first_record_after_seek(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = consumer_at({CLICKS: 36, FORMS: 10}, in_transaction=True)
+    # clicks: the first record after the seek jumps; forms: 12 follows a transaction marker at 11
+    fetch(monkeypatch, [(CLICKS, 70), (FORMS, 10), (FORMS, 12)])
+
+    assert drain(consumer) == [(FORMS, 10), (FORMS, 12)]
+    assert consumer.sought == [(CLICKS, 36)]
+    assert consumer._next_offsets == {CLICKS: 36}
