@@ -224,8 +224,9 @@ class IngestHandler:
             if item.error is not None:
                 enter(item.record)
                 await self._dead_letter(item.record.message, "processing_failed", item.error)
-        await self._publish(batch.pending, enter)
         if self.outputs.flush is not None:
+            # At-least-once: no row may count an event as seen before its commands are safe.
+            await self._publish(batch.pending, enter)
             await self.outputs.flush()
         self._append_ledger(batch.pending, now_ms, enter)
         for key, lead in batch.leads.items():
@@ -233,6 +234,8 @@ class IngestHandler:
             enter(record)
             self._update_index(key, lead, record.message.partition)
             self.table[key] = encode_lead(lead, self.vault)
+        if self.outputs.flush is None:
+            await self._publish(batch.pending, enter)
 
     def _append_ledger(self, pending: list[_Pending], now_ms: int, enter: Callable[[Any], None]) -> None:
         """Append every consent change of the batch to its partition's ledger, in batch order."""

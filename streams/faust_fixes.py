@@ -35,6 +35,10 @@
   records in between as done, so they were committed without being
   processed. An input partition that jumps ahead is now sought back to the
   offset its next record must have.
+- Faust's livelock check read the position of every assigned partition,
+  and aiokafka asserts when an offset reset is still pending, as right after
+  a new partition is sought to its first offset. The consumer crashed, and
+  the worker with it. The check now skips such partitions.
 - At a log level of warning or above, Faust's worker lowers the root logger to
   DEBUG for its progress spinner, and the libraries' debug records cost about
   4 % of the worker's time. ``Worker`` leaves the spinner out.
@@ -47,6 +51,7 @@ from typing import Any
 
 import faust
 import structlog
+from aiokafka import TopicPartition
 from faust.tables.manager import TableManager
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -63,6 +68,17 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     async def seek_to_committed(self) -> Any:
         return await self.call_thread(self._seek_to_committed)
+
+    def verify_event_path(self, now: float, tp: Any) -> Any:
+        # Faust's livelock check reads the position, which aiokafka asserts on while an offset
+        # reset is pending, as after the seek to the first offset below.
+        consumer = self._ensure_consumer()
+        # NOTE: _fetcher and _subscriptions are private to aiokafka (0.10 to 0.14).
+        state = consumer._fetcher._subscriptions.subscription.assignment.state_value(
+            TopicPartition(tp.topic, tp.partition))
+        if state is None or not state.has_valid_position:
+            return None
+        return super().verify_event_path(now, tp)
 
     async def _seek_to_committed(self) -> Any:
         consumer = self._ensure_consumer()
@@ -81,11 +97,13 @@ class _Consumer(faust_aiokafka.Consumer):
     _next_offsets: dict[Any, int] = {}  # input partition -> offset its next record must have
     _jump_seeks: dict[Any, int] = {}  # input partition -> offset it was sought back to after a jump
 
-    async def perform_seek(self) -> None:
-        await super().perform_seek()
-        # After the seek, Faust's read offsets are the committed offsets: the next record to process.
-        self._next_offsets = {tp: offset for tp, offset in self._read_offset.items() if offset is not None}
+    async def seek_to_committed(self) -> Any:
+        committed = await super().seek_to_committed()
+        # Only these offsets are known to be the next record to process; Faust's read offsets
+        # of other partitions can be left over from an earlier assignment.
+        self._next_offsets = {tp: offset for tp, offset in committed.items() if offset is not None and offset >= 0}
         self._jump_seeks = {}
+        return committed
 
     async def getmany(self, timeout: float) -> Any:
         """Yield Faust's fetched records, but go back when an input partition jumps past its next offset.

@@ -73,3 +73,37 @@ def test_exactly_once_checks_only_first_record_after_seek(monkeypatch: pytest.Mo
     assert drain(consumer) == [(FORMS, 10), (FORMS, 12)]
     assert consumer.sought == [(CLICKS, 36)]
     assert consumer._next_offsets == {CLICKS: 36}
+
+
+def test_seek_to_committed_sets_next_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = consumer_at({TP("events.open", 1): 7})  # left over from an earlier assignment
+    consumer._jump_seeks = {CLICKS: 30}
+
+    async def committed(self: Any) -> dict[TP, int | None]:
+        return {CLICKS: 36, FORMS: None, TP("events.open", 2): -1}
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", committed)
+
+    asyncio.run(_Consumer.seek_to_committed(consumer))
+
+    assert consumer._next_offsets == {CLICKS: 36}
+    assert consumer._jump_seeks == {}
+
+
+def test_livelock_check_skips_partition_without_position(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nurture.streams.faust_fixes import _ConsumerThread
+
+    states = {"events.click": SimpleNamespace(has_valid_position=False),
+              "events.form": SimpleNamespace(has_valid_position=True)}
+    assignment = SimpleNamespace(state_value=lambda tp: states.get(tp.topic))
+    fetcher = SimpleNamespace(_subscriptions=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment)))
+    thread: Any = object.__new__(_ConsumerThread)
+    thread._ensure_consumer = lambda: SimpleNamespace(_fetcher=fetcher)
+    checked: list[TP] = []
+    monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "verify_event_path",
+                        lambda self, now, tp: checked.append(tp))
+
+    for tp in (CLICKS, FORMS, TP("events.open", 5)):
+        thread.verify_event_path(0.0, tp)
+
+    assert checked == [FORMS]
