@@ -46,7 +46,7 @@ def check_twice(service: Any, between: Any = None) -> dict[TP, int]:
     return asyncio.run(run())
 
 
-def test_partition_past_its_end_ends_recovery_at_the_second_check(tmp_path: Path) -> None:
+def test_end_passed_twice_ends_recovery(tmp_path: Path) -> None:
     service = recovery(tmp_path, {LEADS: 42})  # 41 is the commit marker, never handed out
 
     async def first() -> dict[TP, int]:
@@ -81,7 +81,7 @@ def test_position_below_the_end_keeps_recovery_going(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("in_transaction", [False, True])
-def test_nothing_changes_under_at_least_once_or_with_records_queued(tmp_path: Path, in_transaction: bool) -> None:
+def test_no_end_while_queued_or_at_least_once(tmp_path: Path, in_transaction: bool) -> None:
     service = recovery(tmp_path, {LEADS: 42}, in_transaction=in_transaction)
     if in_transaction:
         service.tables.changelog_queue.put_nowait(object())

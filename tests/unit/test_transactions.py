@@ -183,7 +183,7 @@ def test_commit_persists_changelog_offsets_of_its_partitions(tmp_path: Path) -> 
 
 
 class TransactionalProducer:
-    """Faust's producer as the transaction manager sees it: the producers it holds by transactional id."""
+    """A stand-in for Faust's producer: its transactional producers by transactional id."""
 
     def __init__(self, held: list[str]) -> None:
         self._transaction_producers = {tid: object() for tid in held}
