@@ -94,8 +94,10 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    _next_offsets: dict[Any, int] = {}  # input partition -> offset its next record must have
-    _jump_seeks: dict[Any, int] = {}  # input partition -> offset it was sought back to after a jump
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._next_offsets: dict[Any, int] = {}  # input partition -> offset its next record must have
+        self._jump_seeks: dict[Any, int] = {}  # input partition -> offset it was sought back to after a jump
 
     async def seek_to_committed(self) -> Any:
         committed = await super().seek_to_committed()

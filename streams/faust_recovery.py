@@ -5,7 +5,7 @@
   from their first offset.
 - Under exactly-once the last record of a changelog partition is a
   transaction marker, which a read_committed consumer never hands out. Faust
-  waits for the offset just below the partition's end and never sees it, so it
+  waits for the offset just below the partition's end and never receives it, so it
   ends recovery only after two idle waits of five seconds each. The whole
   worker stood still for ten seconds at every takeover. Recovery now ends a
   partition once the consumer's position has passed the end and nothing new

@@ -68,7 +68,7 @@ class Vault:
         """Decrypt an envelope; return the fields and the lead's data key.
 
         The envelope that this vault sealed or opened last for the lead is not
-        decrypted again: the same ciphertext holds the same fields.
+        decrypted again, because the same ciphertext contains the same fields.
         """
         known = self._opened.get(lead_id)
         if known is not None and known[0] == envelope:

@@ -185,8 +185,8 @@ def test_commit_persists_changelog_offsets_of_its_partitions(tmp_path: Path) -> 
 class TransactionalProducer:
     """A stand-in for Faust's producer: its transactional producers by transactional id."""
 
-    def __init__(self, held: list[str]) -> None:
-        self._transaction_producers = {tid: object() for tid in held}
+    def __init__(self, transactional_ids: list[str]) -> None:
+        self._transaction_producers = {tid: object() for tid in transactional_ids}
         self.calls: list[tuple[str, str]] = []
 
     async def stop_transaction(self, tid: str) -> None:
