@@ -33,6 +33,7 @@ from nurture.agents.pipeline import (Outcome, Prepared, Runtime, decide, prepare
                                      process_feedback)
 from nurture.agents.privacy.ledger import entry_content
 from nurture.agents.privacy.requests import PrivacyDesk, PrivacyParts
+from nurture.agents.row_cache import RowCache
 from nurture.agents.shadow import ShadowStats
 from nurture.agents.sla import Objectives, SlaTracker
 from nurture.agents.state import decode_lead, encode_lead
@@ -115,7 +116,8 @@ class IngestHandler:
 
     def __init__(self, inputs: Inputs, table: Any, outputs: Outputs, holder: RuntimeHolder,
                  index: Any, clock: Any, privacy: PrivacyParts, floors: Any = None,
-                 metrics: Metrics | None = None, sla: SlaTracker | None = None, worker_id: str = "") -> None:
+                 metrics: Metrics | None = None, sla: SlaTracker | None = None, worker_id: str = "",
+                 rows: RowCache | None = None) -> None:
         self.kinds = dict(inputs.kinds)
         self.codecs = dict(inputs.codecs)
         self.timers_topic = inputs.timers_topic
@@ -129,6 +131,7 @@ class IngestHandler:
         self.holder = holder
         self.privacy = privacy
         self.desk = PrivacyDesk(privacy, table, self._delete_index_entry, worker_id)
+        self.rows = rows if rows is not None else RowCache(0)  # decoded rows of recently written leads
         self.shadow_stats = ShadowStats()
         self.records_handled = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nurture-score")
@@ -163,6 +166,7 @@ class IngestHandler:
         self.metrics.records_in.labels(record.message.topic).inc()
         request = await self._decode(record)
         if request is not None:
+            self.rows.forget(record.message.key)  # an erased lead's personal data must not stay in memory
             await self.desk.handle(request, record.message.key, self.clock.now_ms())
 
     async def _handle(self, records: Sequence[Any], runtime: Runtime, enter: Callable[[Any], None]) -> None:
@@ -233,7 +237,9 @@ class IngestHandler:
             record = batch.last_record[key]
             enter(record)
             self._update_index(key, lead, record.message.partition)
-            self.table[key] = encode_lead(lead, self.vault)
+            stored = encode_lead(lead, self.vault)
+            self.table[key] = stored
+            self.rows.put(key, stored, lead)
         if self.outputs.flush is None:
             await self._publish(batch.pending, enter)
 
@@ -270,13 +276,13 @@ class IngestHandler:
     async def _feedback(self, record: Any, feedback: Event, batch: _Batch) -> None:
         key = record.message.key
         if key not in batch.leads:
-            payload = self.table.get(key)
-            if payload is None:
+            lead = self._load(key, feedback.lead_id)
+            if lead is None:
                 # Feedback never creates a lead: the lead may have been erased since.
                 log.warning("feedback_for_unknown_lead", lead_id=feedback.lead_id,
                             command_id=feedback.attrs["command_id"], status=feedback.attrs["status"])
                 return
-            batch.leads[key] = decode_lead(payload, feedback.lead_id, self.vault)
+            batch.leads[key] = lead
         batch.last_record[key] = record
         batch.pending.append(_Pending("feedback", record, feedback, key, batch.leads[key]))
 
@@ -289,13 +295,11 @@ class IngestHandler:
             await self._dead_letter(message, "timer_notice_invalid", f"{type(exc).__name__}: {exc}")
             return
         key = message.key
-        stored = batch.leads.get(key)
-        payload = None if stored is not None else self.table.get(key)
-        if stored is None and payload is None:
+        lead = batch.leads.get(key) or self._load(key, key.decode("utf-8"))
+        if lead is None:
             # The lead is gone (erased, say); its index entry must not fire again.
             self._delete_index_entry(due, key)
             return
-        lead = stored or decode_lead(payload, key.decode("utf-8"), self.vault)
         if lead["due"] != due:
             self._delete_index_entry(due, key)
         batch.leads[key] = lead
@@ -309,7 +313,16 @@ class IngestHandler:
             del self.index[entry]
 
     def _lead(self, key: bytes, lead_id: str, batch: _Batch) -> dict[str, Any]:
-        return batch.leads.get(key) or decode_lead(self.table.get(key), lead_id, self.vault)
+        """Return the lead's row in this batch, its stored row, or a new row."""
+        return batch.leads.get(key) or self._load(key, lead_id) or decode_lead(None, lead_id, self.vault)
+
+    def _load(self, key: bytes, lead_id: str) -> dict[str, Any] | None:
+        """Return the lead's stored row, from the row cache while it is current, or None."""
+        stored = self.table.get(key)
+        if stored is None:
+            self.rows.forget(key)
+            return None
+        return self.rows.take(key, stored) or decode_lead(stored, lead_id, self.vault)
 
     async def _decode(self, record: Any) -> Event | None:
         """Return the record's event, or None after sending the record to the dead letters."""

@@ -197,6 +197,9 @@ class Worker:
     def rss_bytes(self) -> int:
         return rss_bytes(self.process.pid) if self.process else 0
 
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.process.pid) if self.process else 0.0
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -216,6 +219,12 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the user and system CPU time ``pid`` has used, its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def directory_bytes(path: Path) -> int:

@@ -98,7 +98,7 @@ def run_worker(args: argparse.Namespace, directory: Path, prefix: str, model_dir
     topics = tuple(f"{prefix}.{kind}" for kind in EVENT_KINDS)
     out: dict[str, Any] = {}
     try:
-        first_at, first_count, first_samples, spy = 0.0, 0.0, {}, None
+        first_at, first_count, first_samples, first_cpu, spy = 0.0, 0.0, {}, 0.0, None
         deadline = time.monotonic() + args.timeout
         while True:
             worker.check_alive()
@@ -106,6 +106,7 @@ def run_worker(args: argparse.Namespace, directory: Path, prefix: str, model_dir
             now = time.time()
             if count and not first_at:
                 first_at, first_count, first_samples = now, count, worker.samples()
+                first_cpu = worker.cpu_seconds()
                 if args.profile_seconds:
                     spy = record(args.py_spy, worker.process.pid, args.profile_seconds, directory / "profile.txt")
             if count >= total:
@@ -115,7 +116,10 @@ def run_worker(args: argparse.Namespace, directory: Path, prefix: str, model_dir
             progress_every(count, total, "worker")
             time.sleep(0.2)
         out["rate"] = (total - first_count) / (now - first_at)
-        out["phases_us"] = phase_breakdown(first_samples, worker.samples(), total - first_count)
+        out["cpu_us_per_event"] = (worker.cpu_seconds() - first_cpu) / (total - first_count) * 1e6
+        last_samples = worker.samples()
+        out["phases_us"] = phase_breakdown(first_samples, last_samples, total - first_count)
+        out["row_cache_hits"] = row_cache_hits(last_samples)
         if spy is not None:
             out["profile"] = finish_profile(spy, directory / "profile.txt")
         if args.latency_seconds:
@@ -135,6 +139,13 @@ def phase_breakdown(before: dict[str, float], after: dict[str, float], events: f
     names = {phase: f'nurture_agent_seconds_total{{phase="{phase}"}}' for phase in PhaseClock.PHASES}
     names["scoring"] = "nurture_scoring_batch_seconds_sum"
     return {phase: (after.get(name, 0.0) - before.get(name, 0.0)) / events * 1e6 for phase, name in names.items()}
+
+
+def row_cache_hits(samples: dict[str, float]) -> float | None:
+    """Return the share of stored rows the worker took from its row cache, or None before any read."""
+    hits, misses = (samples.get(f'nurture_row_cache_reads_total{{result="{result}"}}', 0.0)
+                    for result in ("hit", "miss"))
+    return hits / (hits + misses) if hits + misses else None
 
 
 _last_report = [0.0]
@@ -215,6 +226,10 @@ def print_table(result: dict[str, Any]) -> None:
     if phases:
         print("the agent's wall-clock time per event during the backlog, by phase (µs):")
         print("  " + ", ".join(f"{phase} {micros:.0f}" for phase, micros in phases.items()))
+    if result.get("cpu_us_per_event"):
+        print(f"the worker process's CPU time per event during the backlog: {result['cpu_us_per_event']:.0f} µs")
+    if result.get("row_cache_hits") is not None:
+        print(f"rows taken from the row cache: {result['row_cache_hits']:.0%}")
     profile = result.get("profile")
     if profile and "top" in profile:
         print(f"\nworker profile, {profile['samples']:,} samples (inclusive %, self %):")

@@ -111,6 +111,9 @@ class WorkerSettings:
     shadow_model_dir: str = ""  # a candidate model scored beside the live one; empty: none
     batch_max_events: int = 500
     batch_max_wait_ms: int = 20
+    # Decoded rows of the most recently written leads kept in memory (about 32 KiB
+    # each), so that a busy lead's row is not parsed at every batch; 0 turns it off.
+    row_cache_leads: int = 2000
     journeys_file: str = str(DEFAULT_JOURNEYS_FILE)
     timer_check_ms: int = 500  # how often the worker looks for due journey waits and deferred commands
     # A file holding the current time in epoch milliseconds, read instead of the system
@@ -416,6 +419,7 @@ def _check_ranges(
         ("worker", "model_check_seconds"): 1,
         ("worker", "batch_max_events"): 1,
         ("worker", "batch_max_wait_ms"): 1,
+        ("worker", "row_cache_leads"): 0,
         ("worker", "timer_check_ms"): 10,
         ("worker", "table_standby_replicas"): 0,
         ("worker", "session_timeout_seconds"): 6,

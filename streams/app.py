@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from nurture.agents.ingest import IngestHandler, Inputs, Outputs, RuntimeHolder
 from nurture.agents.privacy.erasure import ErasureMemory
 from nurture.agents.privacy.requests import PrivacyParts
+from nurture.agents.row_cache import RowCache
 from nurture.config.settings import EVENT_KINDS, Settings
 from nurture.streams import endpoints
 from nurture.streams.clock import make_clock
@@ -122,6 +123,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         floors=floors,
         metrics=metrics,
         sla=sla,
+        rows=RowCache(settings.worker.row_cache_leads),
     )
 
     batch_size = settings.worker.batch_max_events
@@ -180,9 +182,16 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         metrics.timers_due.set(count.due)
         metrics.timers_overdue.set(count.overdue)
 
+    counted_reads = {"hit": 0, "miss": 0}
+
     @app.timer(interval=METRICS_INTERVAL_SECONDS)
     async def sample_metrics() -> None:
         metrics.ready.set(1 if is_ready(app) else 0)
+        rows = handler.rows
+        for result, total in (("hit", rows.hits), ("miss", rows.misses)):
+            metrics.row_cache_reads.labels(result).inc(total - counted_reads[result])
+            counted_reads[result] = total
+        metrics.row_cache_leads.set(len(rows))
         metrics.recovery_remaining.set(app.tables.recovery.active_remaining_total())
         input_topics = {*topic_kinds, settings.timers_topic}
         for tp in app.consumer.assignment():

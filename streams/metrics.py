@@ -43,6 +43,12 @@ class Metrics:
             "Wall-clock time of the ingest agent, by phase: records (waiting for a batch), commit (waiting "
             "for a commit to end), handle, settle (waiting for the broker to acknowledge the batch's "
             "outputs) and ack.", ["phase"], registry=registry)
+        self.row_cache_reads = Counter(
+            "nurture_row_cache_reads_total",
+            "Stored lead rows read by the agent: hit (taken from the row cache) or miss (parsed).",
+            ["result"], registry=registry)
+        self.row_cache_leads = Gauge("nurture_row_cache_leads", "Decoded lead rows held in the row cache.",
+                                     registry=registry)
         self.batch_records = Histogram("nurture_scoring_batch_records", "Events scored together in one model call.",
                                        buckets=BATCH_BUCKETS, registry=registry)
         self.batch_seconds = Histogram("nurture_scoring_batch_seconds",
