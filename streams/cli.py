@@ -25,6 +25,7 @@ from nurture.agents.rules import load_rules
 from nurture.config.errors import NurtureError
 from nurture.config.settings import Settings, load_settings
 from nurture.streams.logs import configure_logging, set_worker_id, uses_json
+from nurture.streams.gc_tuning import tune_gc
 from nurture.streams.transactions import reset_local_tables
 
 log = structlog.get_logger("nurture.cli")
@@ -180,6 +181,7 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tupl
     except NurtureError as exc:
         raise click.ClickException(str(exc)) from exc
     holder.runtime = runtime
+    tune_gc()
     log.info("worker_starting", app_id=worker.app_id, broker=settings.bootstrap_servers, data_dir=worker.data_dir,
              security_protocol=settings.kafka.security_protocol,
              model_version=runtime.model.version,
