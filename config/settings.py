@@ -327,14 +327,14 @@ def _merge_environment(
     _check_variable_names(environ)
     for variable, (section, key) in _ENV_ALIASES.items():
         if environ.get(variable):
-            values[section][key] = environ[variable]
+            values[section][key] = _EnvironmentText(environ[variable])
             where[(section, key)] = f"environment variable {variable}"
 
     for section, cls in _SECTIONS.items():
         for spec in dataclasses.fields(cls):
             variable = f"NURTURE_{section}_{spec.name}".upper()
             if variable in environ:
-                values[section][spec.name] = environ[variable]
+                values[section][spec.name] = _EnvironmentText(environ[variable])
                 where[(section, spec.name)] = f"environment variable {variable}"
 
 
@@ -379,8 +379,23 @@ def _build_section(
     return settings
 
 
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number"}
+
+
+class _EnvironmentText(str):
+    """A value from an environment variable: text that may spell a number or a truth value."""
+
+
 def _convert(value: Any, default: Any, place: str) -> Any:
-    """Convert a file or environment value to the type of the key's default."""
+    """Convert a file or environment value to the type of the key's default.
+
+    Environment values are always text. A file value must have the TOML type of
+    the setting, so a quoted number in the file is an error rather than a guess.
+    """
+    if isinstance(value, str) and not isinstance(value, _EnvironmentText) and not isinstance(default, str):
+        _convert(_EnvironmentText(value), default, place)  # raises for text that spells no such value
+        raise ConfigError(f"{place}: expected {_KINDS[type(default)]}, got the text {value!r}; "
+                          "write it without quotes")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value

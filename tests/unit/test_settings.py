@@ -36,6 +36,9 @@ def test_broker_short_variable_and_list() -> None:
     ("text", "message"),
     [
         ("[kafka]\npartitions = 'six'\n", r"nurture.toml: \[kafka\] partitions: expected a whole number"),
+        ("[kafka]\npartitions = '6'\n", r"partitions: expected a whole number, got the text '6'; write it without"),
+        ("[worker]\nmodel_check_seconds = '10'\n", r"model_check_seconds: expected a number, got the text '10'"),
+        ("[kafka]\nssl_check_hostname = 'true'\n", r"ssl_check_hostname: expected true or false, got the text 'true'"),
         ("[kafka]\npartitions = 0\n", r"\[kafka\] partitions: must be at least 1"),
         ("[codecs]\nclick = 'xml'\n", r"\[codecs\] click: 'xml' is not one of json, avro"),
         ("[kafak]\n", r"unknown section \[kafak\]"),
