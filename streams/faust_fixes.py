@@ -35,6 +35,12 @@
   records in between as done, so they were committed without being
   processed. An input partition that jumps ahead is now sought back to the
   offset its next record must have.
+- After a rebalance Faust resumes the input partitions before it seeks them
+  to their committed offsets, and records fetched in that window reached the
+  agent. One worker that took a partition over handled records from far past
+  the committed offset first, and the events in between were never handled.
+  Records of an input partition are now dropped until the seek of the current
+  assignment has run.
 - Faust's livelock check read the position of every assigned partition,
   and aiokafka asserts when an offset reset is still pending, as right after
   a new partition is sought to its first offset. The consumer crashed, and
@@ -98,6 +104,7 @@ class _Consumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._next_offsets: dict[Any, int] = {}  # input partition -> offset its next record must have
         self._jump_seeks: dict[Any, int] = {}  # input partition -> offset it was sought back to after a jump
+        self._sought: set[Any] = set()  # partitions sought to their committed offsets since the last assignment
 
     async def seek_to_committed(self) -> Any:
         committed = await super().seek_to_committed()
@@ -105,10 +112,19 @@ class _Consumer(faust_aiokafka.Consumer):
         # of other partitions can be left over from an earlier assignment.
         self._next_offsets = {tp: offset for tp, offset in committed.items() if offset is not None and offset >= 0}
         self._jump_seeks = {}
+        self._sought = set(committed)
         return committed
 
+    async def on_partitions_assigned(self, assigned: set[Any], *args: Any, **kwargs: Any) -> None:
+        self._sought = set()  # closed until the recovery that follows seeks them
+        await super().on_partitions_assigned(assigned, *args, **kwargs)
+
     async def getmany(self, timeout: float) -> Any:
-        """Yield Faust's fetched records, but go back when an input partition jumps past its next offset.
+        """Yield Faust's fetched records, except those fetched before a seek, and go back at a jump.
+
+        After a rebalance Faust resumes the input partitions and only then seeks
+        them to their committed offsets, so records fetched in between came from
+        an older position. They are dropped until the seek has run.
 
         Faust counts the offsets between the last record it read and a later
         one as done, which suits transaction markers. After a rebalance its
@@ -123,6 +139,13 @@ class _Consumer(faust_aiokafka.Consumer):
         jumped: set[Any] = set()
         async for tp, message in super().getmany(timeout):
             if tp in jumped:
+                continue
+            if tp not in self._sought and self.app.topics.acks_enabled_for(tp.topic):
+                # Fetched from wherever the partition stood before the seek to its committed
+                # offset: Faust resumes input partitions before that seek, not after it.
+                jumped.add(tp)
+                log.info("input_records_before_seek_dropped", topic=tp.topic, partition=tp.partition,
+                         offset=message.offset)
                 continue
             expected = self._next_offsets.get(tp)
             if (expected is not None and message.offset > expected and self._jump_seeks.get(tp) != expected

@@ -1,4 +1,4 @@
-"""An input partition that jumps past the offset its next record must have is sought back."""
+"""Input records before the seek of an assignment are dropped, and a jump past the next offset is sought back."""
 
 from __future__ import annotations
 
@@ -17,11 +17,15 @@ FORMS = TP("events.form", 5)
 
 
 def consumer_at(next_offsets: dict[TP, int], *, in_transaction: bool = False) -> Any:
-    """The state that ``getmany`` reads, without a Faust app around it; ``sought`` lists its seeks."""
+    """The state that ``getmany`` reads, without a Faust app around it; ``sought`` lists its seeks.
+
+    The partitions of ``next_offsets`` count as sought to their committed offsets.
+    """
     consumer: Any = object.__new__(_Consumer)
     consumer.app = SimpleNamespace(in_transaction=in_transaction,
                                    topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
     consumer._next_offsets, consumer._jump_seeks, consumer.sought = dict(next_offsets), {}, []
+    consumer._sought = set(next_offsets)
 
     async def seek(tp: TP, offset: int) -> None:
         consumer.sought.append((tp, offset))
@@ -88,6 +92,35 @@ def test_seek_to_committed_sets_next_offsets(monkeypatch: pytest.MonkeyPatch) ->
 
     assert consumer._next_offsets == {CLICKS: 36}
     assert consumer._jump_seeks == {}
+    assert consumer._sought == {CLICKS, FORMS, TP("events.open", 2)}
+
+
+def test_records_before_seek_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = consumer_at({FORMS: 10})
+    consumer._sought = set()  # assigned, and the recovery has not sought them yet
+    fetch(monkeypatch, [(CLICKS, 70), (FORMS, 10), (CLICKS, 36)])
+
+    assert drain(consumer) == []
+    assert consumer.sought == []
+
+    consumer._sought = {CLICKS, FORMS}
+    fetch(monkeypatch, [(CLICKS, 36), (FORMS, 10)])
+    assert drain(consumer) == [(CLICKS, 36), (FORMS, 10)]
+
+
+def test_assignment_closes_partitions_until_seek(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = consumer_at({CLICKS: 36})
+    assigned: list[set[TP]] = []
+
+    async def on_assigned(self: Any, partitions: set[TP], generation_id: int = 0) -> None:
+        assigned.append(partitions)
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "on_partitions_assigned", on_assigned)
+
+    asyncio.run(_Consumer.on_partitions_assigned(consumer, {CLICKS}, 4))
+
+    assert consumer._sought == set()
+    assert assigned == [{CLICKS}]
 
 
 def test_livelock_check_skips_partition_without_position(monkeypatch: pytest.MonkeyPatch) -> None:
