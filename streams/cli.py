@@ -55,7 +55,33 @@ def main() -> None:
     for name in ("livecheck", "models", "clean-versions", "send"):
         if name in cli.commands:
             cli.commands[name].hidden = True  # Faust commands that do not apply to Nurture
+    _reject_unused_options(cli)
+    if any(arg in ("-A", "--app") or arg.startswith("--app=") for arg in sys.argv[1:]):
+        # Faust reads -A itself and imports that module before any option callback runs.
+        print(f"nurture: -A/--app is not used by Nurture: {UNUSED_OPTIONS['app']}", file=sys.stderr)
+        raise SystemExit(2)
     app.main()
+
+
+# Faust's options that the settings replace: the app is built before they are read.
+UNUSED_OPTIONS = {"datadir": "set [worker] data_dir or NURTURE_WORKER_DATA_DIR",
+                  "app": "Nurture runs its own app; choose settings with NURTURE_CONFIG"}
+
+
+def _reject_unused_options(cli: click.Group) -> None:
+    """Hide Faust's global options that Nurture ignores, and stop with a hint when one is given."""
+
+    def reject(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        source = ctx.get_parameter_source(param.name or "")
+        if source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
+            flags = "/".join(param.opts)
+            raise click.UsageError(f"{flags} is not used by Nurture: {UNUSED_OPTIONS[param.name or '']}")
+        return value
+
+    for param in cli.params:
+        if param.name in UNUSED_OPTIONS:
+            param.hidden = True  # type: ignore[attr-defined]
+            param.callback = reject
 
 
 def _add_commands(cli: click.Group, app: Any, settings: Settings, holder: RuntimeHolder) -> None:

@@ -36,6 +36,18 @@ def test_bad_settings_file_stops_before_anything(tmp_path: Path) -> None:
     assert "nurture.toml: [kafka] partitions: expected a whole number" in result.stderr
 
 
+def test_unused_faust_options_stop_with_hint(tmp_path: Path) -> None:
+    datadir = _run(["--datadir", str(tmp_path), "topics", "--help"], tmp_path)
+    app = _run(["-A", "proj.app", "topics", "--help"], tmp_path)
+    listed = _run(["--help"], tmp_path)
+
+    assert datadir.returncode == 2
+    assert "--datadir/-D is not used by Nurture: set [worker] data_dir" in datadir.stderr
+    assert app.returncode == 2
+    assert "-A/--app is not used by Nurture" in app.stderr
+    assert "--datadir" not in listed.stdout
+
+
 def test_worker_without_model_stops_with_hint(tmp_path: Path) -> None:
     result = _run(["worker"], tmp_path, NURTURE_WORKER_MODEL_DIR=str(tmp_path / "no-model"))
 
