@@ -8,8 +8,8 @@ the feature rows of every event, then times:
 * the model's score call (LightGBM plus calibration) at batch sizes 1, 16, 128, 1024;
 * LightGBM's per-feature contributions (the reasons on a command), per row;
 * the ingest handler's batch path per event (decode, features, scoring, rules,
-  the default journeys and send policy, command encoding; no Kafka), at batches
-  of 1 and 500.
+  the default journeys and send policy, command encoding, the worker's default
+  row cache; no Kafka), at batches of 1 and 500.
 
 Each figure is the median of --repeats runs. Progress goes to stderr.
 """
@@ -131,6 +131,8 @@ def score_in_batches(model: Any, rows: list[list[float]], size: int) -> None:
 
 def run_handler(model: Any, events: list[Any], size: int) -> None:
     from nurture.agents.ingest import IngestHandler, Inputs, Outputs, RuntimeHolder
+    from nurture.agents.row_cache import RowCache
+    from nurture.config.settings import WorkerSettings
     from nurture.agents.journeys.loader import load_journeys
     from nurture.agents.pipeline import Runtime
     from nurture.agents.rules import load_rules
@@ -148,7 +150,8 @@ def run_handler(model: Any, events: list[Any], size: int) -> None:
     kinds = ("click", "open", "form", "consent")
     inputs = Inputs({f"events.{kind}": kind for kind in kinds}, {f"events.{kind}": "json" for kind in kinds}, "timers")
     handler = IngestHandler(inputs, {}, Outputs(discard, discard), RuntimeHolder(runtime),
-                            index={}, clock=SystemClock(), privacy=_privacy(discard))
+                            index={}, clock=SystemClock(), privacy=_privacy(discard),
+                            rows=RowCache(WorkerSettings().row_cache_leads))
 
     async def feed() -> None:
         for start in range(0, len(records), size):
