@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,9 @@ from nurture.agents.sla import Objectives, SlaTracker
 
 LEADS_TABLE, TIMERS_TABLE, LEDGER_TABLE = TABLES  # streams/topics.py creates their changelogs
 METRICS_INTERVAL_SECONDS = 5.0
+READY_CHECK_SECONDS = 0.2  # how soon nurture_ready follows the first recovery
 log = structlog.get_logger("nurture.timers")
+worker_log = structlog.get_logger("nurture.worker")
 
 
 def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.App, RuntimeHolder]:
@@ -153,6 +156,10 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
                 phases.mark("ack")
 
     @app.task
+    async def mark_ready() -> None:
+        await watch_readiness(app, metrics.ready)
+
+    @app.task
     async def read_erasures() -> None:
         await tail_erasures(settings, holder.privacy.erasures)
 
@@ -261,6 +268,15 @@ def is_ready(app: Any) -> bool:
         if recovery.completed.is_set() and not app.in_recovery and not app.rebalancing:
             app.nurture_recovered = True
     return bool(getattr(app, "nurture_recovered", False))
+
+
+async def watch_readiness(app: Any, gauge: Any, interval_seconds: float = READY_CHECK_SECONDS) -> None:
+    """Set ``gauge`` to 1 and log ``worker_ready`` as soon as the worker first becomes ready."""
+    started = time.monotonic()
+    while not is_ready(app):
+        await asyncio.sleep(interval_seconds)
+    gauge.set(1)
+    worker_log.info("worker_ready", seconds=round(time.monotonic() - started, 1))
 
 
 def enter_event(record: Any) -> None:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from nurture.streams.app import is_ready
+from nurture.streams.app import is_ready, watch_readiness
 
 
 def _app(recovered: bool, in_recovery: bool = False, rebalancing: bool = False) -> SimpleNamespace:
@@ -34,3 +34,22 @@ def test_stays_ready_through_later_rebalances():
     app.rebalancing = True
     app.in_recovery = True
     assert is_ready(app)
+
+
+def test_gauge_follows_first_recovery():
+    class Gauge:
+        value = 0
+
+        def set(self, value: int) -> None:
+            self.value = value
+
+    async def run() -> tuple[int, int]:
+        app, gauge = _app(False), Gauge()
+        watching = asyncio.ensure_future(watch_readiness(app, gauge, interval_seconds=0.01))
+        await asyncio.sleep(0.05)
+        before = gauge.value
+        app.tables.recovery.completed.set()
+        await asyncio.wait_for(watching, timeout=1.0)
+        return before, gauge.value
+
+    assert asyncio.run(run()) == (0, 1)
