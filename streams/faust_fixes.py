@@ -136,14 +136,12 @@ class _Consumer(faust_aiokafka.Consumer):
         only the first record after a seek is, since markers make later jumps
         normal.
         """
-        jumped: set[Any] = set()
+        skipped: set[Any] = set()  # partitions whose other records in this fetch are dropped too
         async for tp, message in super().getmany(timeout):
-            if tp in jumped:
+            if tp in skipped:
                 continue
             if tp not in self._sought and self.app.topics.acks_enabled_for(tp.topic):
-                # Fetched from wherever the partition stood before the seek to its committed
-                # offset: Faust resumes input partitions before that seek, not after it.
-                jumped.add(tp)
+                skipped.add(tp)
                 log.info("input_records_before_seek_dropped", topic=tp.topic, partition=tp.partition,
                          offset=message.offset)
                 continue
@@ -152,7 +150,7 @@ class _Consumer(faust_aiokafka.Consumer):
                     and self.app.topics.acks_enabled_for(tp.topic)):
                 log.warning("input_partition_jumped", topic=tp.topic, partition=tp.partition, expected=expected,
                             offset=message.offset)
-                jumped.add(tp)
+                skipped.add(tp)
                 self._jump_seeks[tp] = expected
                 await self.seek(tp, expected)
                 continue
