@@ -95,15 +95,24 @@ def _grow_by_hand(worker: Worker, partitions: int) -> None:
 def _wait_for_rows(worker: Worker, event_ids: dict[str, str]) -> None:
     """Read the lead changelog until each lead's latest row has seen its event, on its partition."""
     count = worker.settings.kafka.partitions
+    missing: list[str] = []
 
     def done(records) -> bool:
         latest = {}
         for record in records:
             if record.key.decode() in event_ids:
                 latest[record.key.decode()] = record
-        return len(latest) == len(event_ids) and all(
-            record.value is not None and record.partition == partition_for(record.key, count)
-            and event_ids[lead] in decode_lead(record.value, lead, None)["seen"]
-            for lead, record in latest.items())
+        missing[:] = [lead for lead in event_ids if lead not in latest or not _has_seen(
+            latest[lead], event_ids[lead], count)]
+        return not missing
 
-    read_until(worker.settings, changelog_topic(worker.settings), done, worker=worker)
+    try:
+        read_until(worker.settings, changelog_topic(worker.settings), done, worker=worker)
+    except AssertionError as error:
+        where = {lead: partition_for(lead.encode(), count) for lead in missing}
+        raise AssertionError(f"leads without their event (lead: partition): {where}\n{error}") from None
+
+
+def _has_seen(record, event_id: str, count: int) -> bool:
+    return (record.value is not None and record.partition == partition_for(record.key, count)
+            and event_id in decode_lead(record.value, record.key.decode(), None)["seen"])
