@@ -214,3 +214,69 @@ def test_rebalance_starts_fresh_producers_also_for_kept_partitions() -> None:
 
     assert producer.calls == [("stop", "nurture-1-0"), ("stop", "nurture-1-1"),
                               ("begin", "nurture-1-1"), ("begin", "nurture-1-2")]
+
+
+class TransactionProducer:
+    """One transactional producer; ``send_offsets_to_transaction`` waits until ``waiting`` producers are in it."""
+
+    def __init__(self, name: str, calls: list[tuple[str, str]], barrier: list[int], fail: bool = False) -> None:
+        self.name, self.calls, self.barrier, self.fail = name, calls, barrier, fail
+
+    async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
+        self.calls.append(("offsets", self.name))
+        self.barrier[0] -= 1
+        while self.barrier[0] > 0:
+            await asyncio.sleep(0)
+        if self.fail:
+            raise RuntimeError(f"{self.name} fenced")
+
+    async def commit_transaction(self) -> None:
+        self.calls.append(("commit", self.name))
+
+    async def begin_transaction(self) -> None:
+        self.calls.append(("begin", self.name))
+
+
+def commit_all(names: list[str], failing: str | None = None) -> tuple[list[tuple[str, str]], Exception | None]:
+    """Commit a transaction per name with ``_Producer``; return the calls and the error raised."""
+    from nurture.streams.faust_fixes import _Producer
+
+    calls: list[tuple[str, str]] = []
+    barrier = [len(names)]
+    producer: Any = object.__new__(_Producer)
+    producer._transaction_producers = {name: TransactionProducer(name, calls, barrier, name == failing)
+                                       for name in names}
+    producer._trn_locks = {name: asyncio.Lock() for name in names}
+
+    async def run() -> Exception | None:
+        try:
+            await asyncio.wait_for(producer.commit_transactions({name: {} for name in names}, "nurture"), 5)
+        except (RuntimeError, TimeoutError) as error:
+            return error
+        return None
+
+    return calls, asyncio.run(run())
+
+
+def test_commit_runs_transactions_at_once() -> None:
+    names = ["nurture-1-0", "nurture-1-1", "nurture-1-2"]
+
+    calls, error = commit_all(names)
+
+    # Each send of offsets waits until all three have started: one after another would time out.
+    assert error is None
+    assert [call for call in calls if call[0] == "offsets"] == [("offsets", name) for name in names]
+    assert sorted(call for call in calls if call[0] != "offsets") == sorted(
+        [("commit", name) for name in names] + [("begin", name) for name in names])
+
+
+def test_commit_error_raised_after_others_end() -> None:
+    names = ["nurture-1-0", "nurture-1-1", "nurture-1-2"]
+
+    calls, error = commit_all(names, failing="nurture-1-1")
+
+    assert isinstance(error, RuntimeError)
+    assert str(error) == "nurture-1-1 fenced"
+    assert ("commit", "nurture-1-0") in calls
+    assert ("commit", "nurture-1-2") in calls
+    assert ("commit", "nurture-1-1") not in calls
