@@ -45,6 +45,14 @@
   and aiokafka asserts when an offset reset is still pending, as right after
   a new partition is sought to its first offset. The consumer crashed, and
   the worker with it. The check now skips such partitions.
+- Resuming flow control empties every stream queue and the changelog queue,
+  and Faust resumes it at several steps of a recovery, also when it is on
+  already. At the end of recovery Faust seeks the input partitions to their
+  committed offsets and then resumes flow control. A record fetched in between
+  was queued, thrown away and counted as done, and one test run lost the first
+  record of a new input partition this way. Changelog records of standby
+  partitions were exposed the same way. Flow control now empties the queues
+  only when it resumes from off, as after the clear at a rebalance.
 - Faust commits the transaction of each partition after the one before it,
   each with three requests to the broker (AddOffsetsToTxn, TxnOffsetCommit
   and EndTxn), while the agent waits. The transactions of a commit now run
@@ -65,6 +73,8 @@ from aiokafka import TopicPartition
 from faust.tables.manager import TableManager
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from nurture.streams.faust_recovery import FixedRecovery
 
@@ -203,7 +213,7 @@ class _TransactionManager(TransactionManager):
 class _Producer(faust_aiokafka.Producer):
     async def commit_transactions(self, tid_to_offset_map: Any, group_id: str,
                                   start_new_transaction: bool = True) -> None:
-        """Commit the transaction of every producer in the map at once; raise the first error after all end."""
+        """Commit the transactions of every producer in the map at once, then raise the first error, if any."""
         results = await asyncio.gather(
             *(self._commit_transaction(transactional_id, offsets, group_id, start_new_transaction)
               for transactional_id, offsets in tid_to_offset_map.items()),
@@ -233,6 +243,15 @@ class _Transport(faust_aiokafka.Transport):
     TransactionManager = _TransactionManager
 
 
+class _FlowControl(FlowControlEvent):
+    """Flow control of the streams that keeps the queued records when it is resumed while on."""
+
+    def resume(self) -> None:
+        if self.is_active():
+            return
+        super().resume()
+
+
 class App(faust.App):
     """A Faust app with the consumer fixes of this module.
 
@@ -249,6 +268,10 @@ class App(faust.App):
         self.commit_gate = asyncio.Lock()
         self.batch_in_flight = False
         self.tables_owned = False
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return _FlowControl(loop=self.loop)
 
     def _new_transport(self) -> Any:
         # NOTE: _new_transport is private to faust.App (faust-streaming 0.11 to 0.15).

@@ -10,14 +10,6 @@
   worker stood still for ten seconds at every takeover. Recovery now ends a
   partition once the consumer's position has passed the end and nothing new
   arrived over two checks in a row.
-- When recovery ends Faust resumes the input partitions, seeks them to their
-  committed offsets, and then resumes flow control, which empties every
-  stream queue. Flow control was already on since the changelogs were read,
-  so records fetched between the seek and that call were queued and then
-  thrown away, and the offsets after them were committed: the first record
-  of a new input partition was lost in one test run. Flow control is now
-  off from the start of that step, so such records wait and are queued
-  after the queues are emptied.
 """
 
 from __future__ import annotations
@@ -42,15 +34,6 @@ class FixedRecovery(Recovery):
             if offsets.get(tp) is None:
                 offsets[tp] = -1  # Faust's value for "no offset yet", read from the first record
         await super()._seek_offsets(consumer, tps, offsets, title)
-
-    async def on_recovery_completed(self, generation_id: int = 0) -> None:
-        self.app.flow_control.suspend()  # records fetched after the seek wait for the resume below
-        await super().on_recovery_completed(generation_id)
-
-    async def _resume_streams(self, generation_id: int = 0) -> None:
-        # NOTE: _resume_streams is private to Faust's Recovery (faust-streaming 0.15).
-        self.app.flow_control.suspend()
-        await super()._resume_streams(generation_id)
 
     @Service.task
     async def _end_behind_markers(self) -> None:
