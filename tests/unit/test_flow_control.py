@@ -10,7 +10,7 @@ from nurture.streams.faust_fixes import App, _FlowControl
 
 
 def recovery_end(flow_control: _FlowControl, queue: FlowControlQueue) -> list[str]:
-    """Run the last step of Faust's recovery with a record fetched after the seek; return what is queued.
+    """Run the last step of Faust's recovery with a record fetched after the seek, and return the queued records.
 
     Faust seeks the input partitions and then resumes flow control, which was
     already on while the changelogs were read.
