@@ -49,7 +49,7 @@
   and Faust resumes it at several steps of a recovery, also when it is on
   already. At the end of recovery Faust seeks the input partitions to their
   committed offsets and then resumes flow control. A record fetched in between
-  was queued, thrown away and counted as done, and one test run lost the first
+  was queued, thrown away and counted as done. One test run lost the first
   record of a new input partition this way. Changelog records of standby
   partitions were exposed the same way. Flow control now empties the queues
   only when it resumes from off, as after the clear at a rebalance.
@@ -225,7 +225,7 @@ class _Producer(faust_aiokafka.Producer):
     async def _commit_transaction(self, transactional_id: str, offsets: Any, group_id: str,
                                   start_new_transaction: bool) -> None:
         # NOTE: _trn_locks and _transaction_producers are private to Faust's aiokafka producer
-        # (faust-streaming 0.15); the body is Faust's loop body for one transactional id.
+        # (faust-streaming 0.15). The body is Faust's loop body for one transactional id.
         async with self._trn_locks[transactional_id]:
             producer = self._transaction_producers.get(transactional_id)
             if producer is None:

@@ -217,7 +217,7 @@ def test_rebalance_starts_fresh_producers_also_for_kept_partitions() -> None:
 
 
 class TransactionProducer:
-    """One transactional producer; ``send_offsets_to_transaction`` waits until ``waiting`` producers are in it."""
+    """One transactional producer whose ``send_offsets_to_transaction`` waits until every producer of the commit has called it."""
 
     def __init__(self, name: str, calls: list[tuple[str, str]], barrier: list[int], fail: bool = False) -> None:
         self.name, self.calls, self.barrier, self.fail = name, calls, barrier, fail
@@ -238,7 +238,7 @@ class TransactionProducer:
 
 
 def commit_all(names: list[str], failing: str | None = None) -> tuple[list[tuple[str, str]], Exception | None]:
-    """Commit a transaction per name with ``_Producer``; return the calls and the error raised."""
+    """Commit a transaction per name with ``_Producer``, and return the calls and the error raised."""
     from nurture.streams.faust_fixes import _Producer
 
     calls: list[tuple[str, str]] = []
