@@ -22,6 +22,7 @@ from nurture.agents.privacy.requests import PrivacyParts
 from nurture.agents.row_cache import RowCache
 from nurture.config.settings import EVENT_KINDS, Settings
 from nurture.streams import endpoints
+from nurture.streams.batching import take_batches
 from nurture.streams.clock import make_clock
 from nurture.streams.admin_api import register_admin_api
 from nurture.streams.dashboard import register_dashboard
@@ -139,7 +140,7 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
         # The erasure memory must be complete before any event, and before the commit gate is taken.
         await holder.privacy.erasures.loaded.wait()
         phases = PhaseClock(metrics)
-        async for records in stream.take_events(batch_size, within=batch_wait_seconds):
+        async for records in take_batches(stream, batch_size, batch_wait_seconds):
             phases.mark("records")
             # No commit while a batch is in flight: its outputs and the offsets of its
             # records then always commit in the same transaction (streams/faust_fixes.py).
