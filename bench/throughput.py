@@ -15,7 +15,7 @@ Both peers run with --peer-guarantee, exactly once by default like the worker.
 
 Each contender's rate is its events divided by the time from its first record to
 its last. Then the worker, still running, gets fresh leads' events at half its
-rate for --latency-seconds, each stamped when sent. Latency runs from that stamp
+rate (or at --latency-rate) for --latency-seconds, each stamped when sent. Latency runs from that stamp
 to the broker timestamp of each command they cause, and to its arrival at a
 read_committed consumer. The worker's nurture_agent_seconds_total gives the agent's
 wall-clock time per event by phase over the backlog. With --profile-seconds, py-spy
@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000, help="events in the backlog")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated, of " + ", ".join(CONTENDERS))
     parser.add_argument("--latency-seconds", type=float, default=30.0, help="0 skips the latency run")
+    parser.add_argument("--latency-rate", type=float, default=0.0,
+                        help="events/s of the latency run; 0 (the default) is half the worker's measured rate")
     parser.add_argument("--profile-seconds", type=int, default=15, help="0 skips the profile")
     parser.add_argument("--timeout", type=float, default=900.0, help="maximum wait for one contender (s)")
     parser.add_argument("--peer-guarantee", choices=("exactly-once", "at-least-once"), default="exactly-once",
@@ -123,7 +125,7 @@ def run_worker(args: argparse.Namespace, directory: Path, prefix: str, model_dir
         if spy is not None:
             out["profile"] = finish_profile(spy, directory / "profile.txt")
         if args.latency_seconds:
-            rate = out["rate"] / 2
+            rate = args.latency_rate or out["rate"] / 2
             out["latency"] = command_latencies(worker, prefix, rate, args.latency_seconds)
         out["worker_rss_bytes"] = worker.rss_bytes()
     finally:
