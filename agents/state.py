@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import binascii
+import hashlib
 from typing import Any
 
 import orjson
@@ -10,6 +12,9 @@ from nurture.agents.privacy.vault import SEALED_FIELDS, Vault, VaultError
 from nurture.scoring import features
 
 SCORE_HISTORY_LENGTH = 10
+# An event id is remembered as its 8-byte BLAKE2b digest. With 64 ids kept,
+# a new event matches an old one by chance with a probability of about 64 / 2**64.
+EVENT_DIGEST_BYTES = 8
 
 
 def new_lead(lead_id: str) -> dict[str, Any]:
@@ -24,7 +29,7 @@ def new_lead(lead_id: str) -> dict[str, Any]:
         "score_history": [],
         "sends": {},
         "fired_once": [],
-        "seen": [],
+        "seen": "",  # digests of the last event ids (remember_event)
         **_journey_fields(),
     }
 
@@ -88,14 +93,42 @@ def encode_lead(lead: dict[str, Any], vault: Vault | None) -> bytes:
 
 
 def remember_event(lead: dict[str, Any], event_id: str, limit: int) -> bool:
-    """Record ``event_id``; return False when it was already seen (a redelivery)."""
-    seen: list[str] = lead["seen"]
-    if event_id in seen:
-        return False
-    seen.append(event_id)
-    del seen[:-limit]
+    """Record ``event_id`` among the last ``limit``; return False when it was already seen (a redelivery).
 
+    The row keeps the ids as one base64 string of their digests, about 11 characters
+    per id whatever its length. Rows written before keep a list of ids, which the
+    next new event turns into digests.
+    """
+    digest = _event_digest(event_id)
+    known = _seen_digests(lead)
+    if _contains(known, digest):
+        return False
+    known = (known + digest)[-limit * EVENT_DIGEST_BYTES:]
+    lead["seen"] = binascii.b2a_base64(known, newline=False).decode("ascii")
     return True
+
+
+def has_seen(lead: dict[str, Any], event_id: str) -> bool:
+    """Tell whether ``event_id`` is among the event ids the row remembers."""
+    return _contains(_seen_digests(lead), _event_digest(event_id))
+
+
+def _event_digest(event_id: str) -> bytes:
+    return hashlib.blake2b(event_id.encode("utf-8"), digest_size=EVENT_DIGEST_BYTES).digest()
+
+
+def _seen_digests(lead: dict[str, Any]) -> bytes:
+    seen = lead.get("seen") or ""
+    if isinstance(seen, list):  # a row written before ids were kept as digests
+        return b"".join(_event_digest(event_id) for event_id in seen)
+    return binascii.a2b_base64(seen)
+
+
+def _contains(known: bytes, digest: bytes) -> bool:
+    at = known.find(digest)
+    while at > 0 and at % EVENT_DIGEST_BYTES:  # a match across two digests does not count
+        at = known.find(digest, at + 1)
+    return at != -1
 
 
 def record_score(lead: dict[str, Any], at_ms: int, score: float, model_version: str) -> float | None:

@@ -19,7 +19,7 @@ import pytest
 from conftest import Worker, commands_for, read_until
 from factories import DAY_MS, T0
 from lead_inputs import FAULTS, expected_reason, lead_events, malformed
-from nurture.agents.state import decode_lead
+from nurture.agents.state import decode_lead, has_seen
 from nurture.streams.codecs import encode_event
 from nurture.streams.leads import changelog_topic
 
@@ -87,7 +87,7 @@ def test_malformed_records_at_scale(mixed_worker, producer) -> None:
         assert (_headers(record)["nurture.reason"], record.key, record.value) == (reason, key, value)
         assert _headers(record)["nurture.error"]
     for event in valid:
-        assert event.event_id in rows[event.lead_id]["seen"]
+        assert has_seen(rows[event.lead_id], event.event_id)
     commands = read_until(settings, settings.topics.commands,
                           lambda rs: len(_welcomes(rs, leads)) >= VALID_LEADS, worker=mixed_worker)
     assert sorted(_welcomes(commands, leads)) == sorted(leads)
@@ -147,7 +147,8 @@ def _wait_for_rows(settings, valid, running, timeout_seconds: float = 90.0) -> d
             if lead_id in expected and record.value is not None:
                 rows[lead_id] = decode_lead(record.value, lead_id, None)
         read_so_far[0] = len(records)
-        return all(ids <= set(rows.get(lead, {}).get("seen", ())) for lead, ids in expected.items())
+        return all(lead in rows and all(has_seen(rows[lead], event_id) for event_id in ids)
+                   for lead, ids in expected.items())
 
     read_until(settings, changelog_topic(settings), done, timeout_seconds=timeout_seconds, worker=running)
     return rows

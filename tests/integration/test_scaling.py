@@ -13,7 +13,7 @@ from kafka.admin import NewPartitions
 
 from conftest import Worker, read_until, send_event
 from factories import BOXES, DAY_MS, T0, form
-from nurture.agents.state import decode_lead
+from nurture.agents.state import decode_lead, has_seen
 from nurture.config.settings import load_settings
 from nurture.streams.leads import changelog_topic
 from nurture.streams.repartition import partition_for
@@ -115,4 +115,4 @@ def _wait_for_rows(worker: Worker, event_ids: dict[str, str]) -> None:
 
 def _has_seen(record, event_id: str, count: int) -> bool:
     return (record.value is not None and record.partition == partition_for(record.key, count)
-            and event_id in decode_lead(record.value, record.key.decode(), None)["seen"])
+            and has_seen(decode_lead(record.value, record.key.decode(), None), event_id))
