@@ -93,7 +93,7 @@ def encode_lead(lead: dict[str, Any], vault: Vault | None) -> bytes:
 
 
 def remember_event(lead: dict[str, Any], event_id: str, limit: int) -> bool:
-    """Record ``event_id`` among the last ``limit``; return False when it was already seen (a redelivery).
+    """Record ``event_id`` among the last ``limit`` ids, or return False when it is there already (a redelivery).
 
     The row keeps the ids as one base64 string of their digests, about 11 characters
     per id whatever its length. Rows written before keep a list of ids, which the

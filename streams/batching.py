@@ -6,13 +6,13 @@ event that arrived while a batch was handled therefore waited for that batch
 and then for a whole new window, although it had been waiting all along.
 ``take_batches`` keeps filling the next batch while one is handled, and
 yields a batch once it is full or ``within`` seconds after its first event
-arrived, at once if that moment has passed. A backlog still gives full batches;
-under a steady load an event waits at most ``within`` or the batch before it,
-whichever is longer.
+arrived, at once if that moment has passed. A backlog still gives full batches.
+Under a steady load an event waits for its batch at most ``within`` or the
+handling of the batch before it, whichever is longer.
 
 Events are acknowledged after the loop body has run for their batch, as with
-Faust's ``take_events``. The caller may acknowledge them sooner (the ingest
-agent does so under the commit gate); a second acknowledgement changes nothing.
+Faust's ``take_events``. The caller may acknowledge them sooner, as the ingest
+agent does under the commit gate, and a second acknowledgement changes nothing.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class _NextBatch:
 
 
 def take_batches(stream: Any, max_events: int, within: float) -> AsyncIterator[list[Any]]:
-    """Yield the events of a Faust ``stream`` in batches of at most ``max_events``.
+    """Return an iterator over the events of a Faust ``stream`` in batches of at most ``max_events``.
 
     A batch is yielded when it is full, or ``within`` seconds after its first
     event arrived. Its events are acknowledged when the loop body returns.
@@ -74,7 +74,8 @@ async def _batches(stream: Any, batch: _NextBatch, within: float) -> AsyncIterat
                 return value
         event = stream.current_event
         if event is None:
-            raise RuntimeError("stream value without a current Faust event: take_batches needs a stream of a topic or channel")
+            raise RuntimeError("stream value without a current Faust event: "
+                               "take_batches needs a stream of a topic or channel")
         batch.add(event)
         return value
 
