@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated, of " + ", ".join(CONTENDERS))
     parser.add_argument("--latency-seconds", type=float, default=30.0, help="0 skips the latency run")
     parser.add_argument("--latency-rate", type=float, default=0.0,
-                        help="events/s of the latency run; 0 (the default) is half the worker's measured rate")
+                        help="events/s of the latency run, or 0 (the default) for half the worker's measured rate")
     parser.add_argument("--profile-seconds", type=int, default=15, help="0 skips the profile")
     parser.add_argument("--timeout", type=float, default=900.0, help="maximum wait for one contender (s)")
     parser.add_argument("--peer-guarantee", choices=("exactly-once", "at-least-once"), default="exactly-once",

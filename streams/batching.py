@@ -66,6 +66,7 @@ def take_batches(stream: Any, max_events: int, within: float) -> AsyncIterator[l
 
 
 async def _batches(stream: Any, batch: _NextBatch, within: float) -> AsyncIterator[list[Any]]:
+    """Read ``stream`` into ``batch`` in a task of its own, and yield each batch when it is due."""
 
     async def add(value: Any) -> Any:
         while not batch.room.is_set():  # a full batch makes the rest wait in the stream's queue
@@ -82,7 +83,8 @@ async def _batches(stream: Any, batch: _NextBatch, within: float) -> AsyncIterat
     acks_before = stream.enable_acks
     stream.enable_acks = False  # acknowledged once handled, not when read
     stream.add_processor(add)
-    stream._enable_passive(aiter(stream.channel))  # reads the stream in a task of its own
+    # NOTE: _enable_passive and _processors are private to Faust's Stream (checked on faust-streaming 0.15.3).
+    stream._enable_passive(aiter(stream.channel))
     try:
         while not stream.should_stop:
             # mode reports a wait that timed out as stopped, so ask the stream itself.
