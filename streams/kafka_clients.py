@@ -12,7 +12,7 @@ import ssl
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
-from kafka.errors import KafkaError, KafkaTimeoutError, SaslAuthenticationFailedError
+from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, SaslAuthenticationFailedError
 
 from nurture.config.errors import ConfigError, NurtureError
 from nurture.config.settings import KafkaSettings, Settings
@@ -103,10 +103,17 @@ def describe_failure(settings: Settings, cause: BaseException) -> str:
     """Say why a client could not connect, and which setting or action fixes it."""
     kafka = settings.kafka
     broker = settings.bootstrap_servers
+    login = f"{kafka.sasl_mechanism} login of user {kafka.sasl_username!r}"
+    login_settings = (f"check [kafka] sasl_username, sasl_mechanism and the password in {kafka.sasl_password_env} "
+                      "(the variable that [kafka] sasl_password_env names)")
     if isinstance(cause, SaslAuthenticationFailedError):
-        return (f"the Kafka broker at {broker} refused the {kafka.sasl_mechanism} login of user "
-                f"{kafka.sasl_username!r}: {cause}; check [kafka] sasl_username, sasl_mechanism and the "
-                f"password in {kafka.sasl_password_env} (the variable that [kafka] sasl_password_env names)")
+        return f"the Kafka broker at {broker} refused the {login}: {cause}; {login_settings}"
+    if kafka.uses_sasl and _dropped_after_connecting(cause):
+        # A broker sends its error response to a rejected login, then closes the
+        # connection. When both arrive in one read, kafka-python discards the
+        # response and reports only the closed socket.
+        return (f"the Kafka broker at {broker} closed the connection of the {login}, as it does when it refuses "
+                f"a login; {login_settings}, and security_protocol")
     tls_error = _tls_error(cause)
     if isinstance(tls_error, ssl.SSLCertVerificationError):
         return (f"the TLS certificate of the Kafka broker at {broker} is not trusted: "
@@ -118,6 +125,11 @@ def describe_failure(settings: Settings, cause: BaseException) -> str:
     return (f"cannot reach the Kafka broker at {broker} with security_protocol {kafka.security_protocol}: "
             f"{cause}; start it with `make kafka`, or check [kafka] broker (NURTURE_BROKER) and "
             "security_protocol")
+
+
+def _dropped_after_connecting(error: BaseException) -> bool:
+    """Return True when the broker closed a connection it had accepted, rather than refusing it."""
+    return isinstance(error, KafkaConnectionError) and "socket disconnected" in str(error)
 
 
 def _tls_error(error: BaseException) -> ssl.SSLError | None:

@@ -136,6 +136,26 @@ def test_refused_login_names_user_mechanism_and_password_variable() -> None:
     assert PASSWORD not in message
 
 
+def test_dropped_login_names_login_settings() -> None:
+    settings = secured(security_protocol="SASL_SSL", sasl_username="svc", sasl_password_env="KAFKA_PW")
+
+    message = describe_failure(settings, KafkaConnectionError("socket disconnected"))
+
+    assert message.startswith("the Kafka broker at broker-1:9093 closed the connection of the SCRAM-SHA-512 login "
+                              "of user 'svc'")
+    assert "password in KAFKA_PW (the variable that [kafka] sasl_password_env names)" in message
+    assert message.endswith("and security_protocol")
+
+
+@pytest.mark.parametrize("security_protocol, error", [("PLAINTEXT", "socket disconnected"),
+                                                      ("SASL_SSL", "111 ECONNREFUSED")])
+def test_connection_without_login_is_unreachable(security_protocol: str, error: str) -> None:
+    message = describe_failure(secured(security_protocol=security_protocol), KafkaConnectionError(error))
+
+    assert message.startswith(f"cannot reach the Kafka broker at broker-1:9093 with security_protocol "
+                              f"{security_protocol}: KafkaConnectionError: {error}")
+
+
 def test_untrusted_broker_certificate_names_cafile() -> None:
     try:
         try:
