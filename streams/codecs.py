@@ -32,6 +32,7 @@ MAX_TEXT_LENGTH = 2000
 MAX_PAYLOAD_BYTES = 64 * 1024
 # fastavro's message when a string or bytes length is negative ("Expected -28 bytes, read 36").
 NEGATIVE_LENGTH = re.compile(r"Expected -\d+ bytes")
+_FIELD_NAMES: dict[str, frozenset[str]] = {}  # record schema name: its field names
 
 
 class DecodeError(ValueError):
@@ -57,7 +58,10 @@ def decode_event(kind: str, codec: str, payload: bytes | None, key: bytes | None
         record = _read_json(schema, payload)
     event = Event.from_record(kind, record)
     _check_event(event, key, time.time_ns() // 1_000_000 if now_ms is None else now_ms)
-    _check_text_lengths(event)
+    # Each character takes at least one byte in UTF-8 JSON and in Avro, so a
+    # payload this short contains no text longer than the limit.
+    if len(payload) > MAX_TEXT_LENGTH:
+        _check_text_lengths(event)
 
     return event
 
@@ -150,12 +154,19 @@ def _read_json(schema: Any, payload: bytes) -> dict[str, Any]:
     _check_ids_present(record)
     _fill_defaults(schema, record)
     _validate(record, schema)
-    known = {spec["name"] for spec in schema["fields"]}
-    unknown = sorted(set(record) - known)
+    unknown = sorted(set(record) - _field_names(schema))
     if unknown:
         raise DecodeError("schema_invalid", f"unknown fields: {', '.join(unknown)}")
 
     return record
+
+
+def _field_names(schema: Any) -> frozenset[str]:
+    """Return the names of the record fields of ``schema``, read once per schema."""
+    names = _FIELD_NAMES.get(schema["name"])
+    if names is None:
+        names = _FIELD_NAMES[schema["name"]] = frozenset(spec["name"] for spec in schema["fields"])
+    return names
 
 
 def _explain_json_failure(schema: Any, payload: bytes) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from factories import T0, click, form, open_
 from nurture.schemas import load_schema
-from nurture.streams.codecs import DecodeError, decode_event, encode_event
+from nurture.streams.codecs import MAX_TEXT_LENGTH, DecodeError, decode_event, encode_event
 
 NOW = T0 + 1000
 
@@ -94,3 +94,15 @@ def test_avro_invalid_utf8_string() -> None:
         decode_event("click", "avro", bytes(payload), b"l1", now_ms=NOW)
 
     assert caught.value.reason == "invalid_utf8"
+
+
+@pytest.mark.parametrize("codec", ["json", "avro"])
+@pytest.mark.parametrize("letter", ["h", "ż", "👩"])
+def test_text_length_limit_counts_characters(codec: str, letter: str) -> None:
+    longest = form("lead-1", T0, "signup", fields={"first_name": letter * MAX_TEXT_LENGTH})
+    too_long = form("lead-1", T0, "signup", fields={"first_name": letter * (MAX_TEXT_LENGTH + 1)})
+
+    assert decode_event("form", codec, encode_event(longest, codec), b"lead-1", now_ms=NOW) == longest
+    with pytest.raises(DecodeError) as raised:
+        decode_event("form", codec, encode_event(too_long, codec), b"lead-1", now_ms=NOW)
+    assert raised.value.reason == "field_too_long"
