@@ -7,7 +7,7 @@ import dataclasses
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import faust
 import faust.streams as faust_streams
@@ -89,6 +89,9 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     receipts = app.topic(settings.topics.receipts, key_serializer="raw", value_serializer="raw")
     outbox = Outbox(app, (leads, index, ledger))
     app.on_before_shutdown.connect(lambda sender, **_: mark_clean_stop(sender))
+    input_names = {*topic_kinds, settings.timers_topic}
+    app.on_partitions_assigned.connect(
+        lambda sender, assigned, **_: log_assignment(assigned, input_names, settings.kafka.partitions))
 
     async def send_command(key: bytes, value: bytes) -> Any:
         return await outbox.send(commands, key, value)
@@ -269,6 +272,22 @@ def is_ready(app: Any) -> bool:
         if recovery.completed.is_set() and not app.in_recovery and not app.rebalancing:
             app.nurture_recovered = True
     return bool(getattr(app, "nurture_recovered", False))
+
+
+def log_assignment(assigned: Iterable[Any], input_topics: set[str], partitions: int) -> None:
+    """Log how many input partitions this worker processes, and warn when it has none.
+
+    Each input partition goes to one worker of the group, so a worker beyond
+    the partition count only keeps standby tables until another one leaves.
+    """
+    inputs = sorted({tp.partition for tp in assigned if tp.topic in input_topics})
+    if inputs:
+        worker_log.info("input_partitions_assigned", partitions=inputs)
+        return
+    worker_log.warning(
+        "no_input_partitions", partitions=partitions,
+        hint=f"the group has more workers than its input topics have partitions ({partitions}), so this one "
+             "stays idle until another worker leaves; add partitions to use it (docs/scaling.md)")
 
 
 async def watch_readiness(app: Any, gauge: Any, interval_seconds: float = READY_CHECK_SECONDS) -> None:

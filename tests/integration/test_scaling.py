@@ -1,13 +1,15 @@
-"""Adding partitions to a deployment: the start-up check and the move of lead rows."""
+"""How partitions bound the useful workers, and how adding partitions checks placement and moves lead rows."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
+import orjson
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewPartitions
 
@@ -71,6 +73,48 @@ def test_rows_follow_their_leads_to_new_partitions(broker, model_dir, tmp_path, 
                        if b'"rule":"welcome"' in record.value)
     assert moved > 0
     assert welcomes == Counter({lead: 1 for lead in leads})
+
+
+def test_worker_beyond_partition_count_warns(broker, model_dir, tmp_path) -> None:
+    (tmp_path / "first").mkdir()
+    first = Worker(tmp_path / "first", broker, model_dir, {"NURTURE_KAFKA_PARTITIONS": "1"}, own_topics=True)
+    second = first.replacement(tmp_path / "second")
+    first.create_topics()
+    first.start()
+    try:
+        _wait_for_assignments([first], 0)
+        offset = len(first.log_text())
+        second.start()
+        latest = _wait_for_assignments([first, second], offset)
+    finally:
+        second.stop()
+        first.stop()
+
+    assert sorted(entry["event"] for entry in latest) == ["input_partitions_assigned", "no_input_partitions"]
+    idle = next(entry for entry in latest if entry["event"] == "no_input_partitions")
+    busy = next(entry for entry in latest if entry["event"] == "input_partitions_assigned")
+    assert busy["partitions"] == [0]
+    assert "more workers than its input topics have partitions (1)" in idle["hint"]
+
+
+def _wait_for_assignments(workers: list[Worker], offset: int, timeout_seconds: float = 90.0) -> list[dict]:
+    """Return each worker's latest assignment log line after ``offset`` of the first worker's log."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        latest = [_latest_assignment(worker.log_text()[offset if index == 0 else 0:])
+                  for index, worker in enumerate(workers)]
+        if all(latest) and len({entry["event"] for entry in latest}) == len(workers):
+            return latest
+        time.sleep(0.5)
+    raise AssertionError("no assignment line of each worker:\n" + "\n".join(w.log_tail() for w in workers))
+
+
+def _latest_assignment(log_text: str) -> dict | None:
+    found = None
+    for line in log_text.splitlines():
+        if '"input_partitions_assigned"' in line or '"no_input_partitions"' in line:
+            found = orjson.loads(line[line.index("{"):])
+    return found
 
 
 def _signup(lead: str, at: int, name: str = "signup"):

@@ -1,4 +1,4 @@
-"""The readiness rule: ready once the tables are first recovered, and from then on."""
+"""The readiness rule (ready once the tables are first recovered, and from then on) and the assignment log."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
+from faust.types import TP
+from structlog.testing import capture_logs
 
-from nurture.streams.app import is_ready, watch_readiness
+from nurture.streams.app import is_ready, log_assignment, watch_readiness
 
 
 def _app(recovered: bool, in_recovery: bool = False, rebalancing: bool = False) -> SimpleNamespace:
@@ -53,3 +55,23 @@ def test_gauge_follows_first_recovery():
         return before, gauge.value
 
     assert asyncio.run(run()) == (0, 1)
+
+
+def test_assignment_lists_input_partitions() -> None:
+    assigned = {TP("events.click", 2), TP("events.open", 2), TP("events.click", 0), TP("app-leads-changelog", 1)}
+
+    with capture_logs() as logs:
+        log_assignment(assigned, {"events.click", "events.open"}, 6)
+
+    assert [(entry["event"], entry["log_level"]) for entry in logs] == [("input_partitions_assigned", "info")]
+    assert logs[0]["partitions"] == [0, 2]
+
+
+def test_assignment_without_inputs_warns() -> None:
+    standby_only = {TP("app-leads-changelog", 1), TP("app-timers-changelog", 1)}
+
+    with capture_logs() as logs:
+        log_assignment(standby_only, {"events.click", "events.open"}, 6)
+
+    assert [(entry["event"], entry["log_level"]) for entry in logs] == [("no_input_partitions", "warning")]
+    assert "more workers than its input topics have partitions (6)" in logs[0]["hint"]
