@@ -236,9 +236,10 @@ def topics_create(ctx: click.Context) -> None:
         statuses = ensure_topics(settings)
     except NurtureError as exc:
         raise click.ClickException(str(exc)) from exc
+    width = max(len(status.name) for status in statuses)
     for status in statuses:
         state = "created" if status.created else "exists"
-        click.echo(f"{status.name:<24}{status.partitions:>4} partitions  {state}")
+        click.echo(f"{status.name:<{width}}{status.partitions:>5} partitions  {state}")
 
 
 @topics.command("repartition")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
@@ -31,3 +35,17 @@ def test_creates_compacted_changelogs(broker):
     assert text.count("'compact'") >= 3 or text.count('"compact"') >= 3, text[:2000]
     again = {status.name: status for status in ensure_topics(settings)}
     assert not any(status.created for status in again.values())
+
+
+def test_topics_table_aligns_long_names(broker, tmp_path):
+    app_id = f"a-long-application-id-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "NURTURE_BROKER": broker, "NURTURE_WORKER_APP_ID": app_id, "NURTURE_LOG_LEVEL": "warning"}
+
+    result = subprocess.run([str(Path(sys.executable).with_name("nurture")), "topics", "create"], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"{app_id}-ledger-changelog" in result.stdout
+    assert len({line.index(" partitions") for line in lines}) == 1, result.stdout
+    assert all(line.split()[-1] == "created" for line in lines if line.startswith(app_id)), result.stdout
