@@ -138,13 +138,7 @@ def finish(group: Group, load: Load, expected: Outcome, *, crashes_allowed: bool
     assert crashes_allowed or not group.restarts, f"workers in {crashed} crashed and were started again\n{group.logs()}"
 
 
-@pytest.mark.parametrize("guarantee", [
-    "exactly_once",
-    # NOTE: a known gap. Under at-least-once a takeover still lost a few commands in about
-    # one run in eight after the fixes in streams/faust_fixes.py; a pass shows as XPASS.
-    pytest.param("at_least_once", marks=pytest.mark.xfail(reason="at-least-once can lose records at a takeover",
-                                                          strict=False)),
-])
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 def test_killed_worker_and_one_added_back(broker, model_dir: Path, tmp_path: Path, guarantee: str) -> None:
     group = start_group(broker, model_dir, tmp_path, 3, guarantee)
     try:
