@@ -275,7 +275,7 @@ def is_ready(app: Any) -> bool:
 
 
 def log_assignment(assigned: Iterable[Any], input_topics: set[str], partitions: int) -> None:
-    """Log how many input partitions this worker processes, and warn when it has none.
+    """Log the input partitions this worker processes, or warn when it has none.
 
     Each input partition goes to one worker of the group, so a worker beyond
     the partition count only keeps standby tables until another one leaves.
