@@ -129,6 +129,7 @@ def describe_failure(settings: Settings, cause: BaseException) -> str:
 
 def _dropped_after_connecting(error: BaseException) -> bool:
     """Return True when the broker closed a connection it had accepted, rather than refusing it."""
+    # NOTE: kafka-python 3 has no error type of its own for this, only the message of kafka/net/transport.py.
     return isinstance(error, KafkaConnectionError) and "socket disconnected" in str(error)
 
 

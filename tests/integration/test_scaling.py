@@ -82,10 +82,10 @@ def test_worker_beyond_partition_count_warns(broker, model_dir, tmp_path) -> Non
     first.create_topics()
     first.start()
     try:
-        _wait_for_assignments([first], 0)
-        offset = len(first.log_text())
+        _wait_for_assignments([first], [0])
+        offset = len(first.log_text())  # the first worker's lines from before the second joins
         second.start()
-        latest = _wait_for_assignments([first, second], offset)
+        latest = _wait_for_assignments([first, second], [offset, 0])
     finally:
         second.stop()
         first.stop()
@@ -97,16 +97,19 @@ def test_worker_beyond_partition_count_warns(broker, model_dir, tmp_path) -> Non
     assert "more workers than its input topics have partitions (1)" in idle["hint"]
 
 
-def _wait_for_assignments(workers: list[Worker], offset: int, timeout_seconds: float = 90.0) -> list[dict]:
-    """Return each worker's latest assignment log line after ``offset`` of the first worker's log."""
+def _wait_for_assignments(workers: list[Worker], offsets: list[int], timeout_seconds: float = 90.0) -> list[dict]:
+    """Wait until each worker has logged an assignment past its log offset, all of different kinds.
+
+    Return each worker's latest assignment line.
+    """
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
-        latest = [_latest_assignment(worker.log_text()[offset if index == 0 else 0:])
-                  for index, worker in enumerate(workers)]
+        latest = [_latest_assignment(worker.log_text()[offset:]) for worker, offset in zip(workers, offsets)]
         if all(latest) and len({entry["event"] for entry in latest}) == len(workers):
             return latest
         time.sleep(0.5)
-    raise AssertionError("no assignment line of each worker:\n" + "\n".join(w.log_tail() for w in workers))
+    tails = "\n".join(worker.log_tail() for worker in workers)
+    raise AssertionError(f"timed out waiting for an assignment line from each worker:\n{tails}")
 
 
 def _latest_assignment(log_text: str) -> dict | None:

@@ -121,8 +121,8 @@ def test_wrong_scram_password_names_broker_and_setting(secure_broker: SecureBrok
                             cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
     assert result.returncode == 1
-    # The broker's refusal and its closing of the connection may reach the client in one read, and then
-    # kafka-python reports only the closed connection: either message names the broker and the login.
+    # The broker's refusal and its close of the connection may reach the client in one read. kafka-python
+    # then reports only the closed connection, so either message may come, and both name the broker and login.
     assert f"the Kafka broker at {secure_broker.sasl_ssl} " in result.stderr
     assert f" SCRAM-SHA-512 login of user '{USER}'" in result.stderr
     assert "KAFKA_SASL_PASSWORD (the variable that [kafka] sasl_password_env names)" in result.stderr
