@@ -34,7 +34,8 @@ from nurture.streams.metrics import Metrics, PhaseClock
 from nurture.streams.timers import DueCount, Floors, NoticeLog, find_due
 from nurture.streams.faust_fixes import App as FixedApp
 from nurture.streams.faust_fixes import Worker as QuietWorker
-from nurture.streams.transactions import EXACTLY_ONCE, Outbox, faust_options, mark_clean_stop, settled_table
+from nurture.streams.changelog import batched_table
+from nurture.streams.transactions import EXACTLY_ONCE, Outbox, faust_options, mark_clean_stop
 from nurture.streams.topics import TABLES
 from nurture.agents.sla import Objectives, SlaTracker
 
@@ -79,11 +80,11 @@ def build_app(settings: Settings, *, store: str = "rocksdb://") -> tuple[faust.A
     deadletter = app.topic(settings.topics.deadletter, key_serializer="raw", value_serializer="raw")
     # bytes keys and values make Faust store and changelog them as raw bytes;
     # agents/state.py and streams/timers.py own the encodings.
-    leads = settled_table(app, LEADS_TABLE, default=None, partitions=settings.kafka.partitions,
+    leads = batched_table(app, LEADS_TABLE, default=None, partitions=settings.kafka.partitions,
                           key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
-    index = settled_table(app, TIMERS_TABLE, default=None, partitions=settings.kafka.partitions,
+    index = batched_table(app, TIMERS_TABLE, default=None, partitions=settings.kafka.partitions,
                           key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
-    ledger = settled_table(app, LEDGER_TABLE, default=None, partitions=settings.kafka.partitions,
+    ledger = batched_table(app, LEDGER_TABLE, default=None, partitions=settings.kafka.partitions,
                            key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
     erasures_topic = app.topic(settings.erasures_topic, key_serializer="raw", value_serializer="raw")
     receipts = app.topic(settings.topics.receipts, key_serializer="raw", value_serializer="raw")

@@ -211,6 +211,17 @@ class _TransactionManager(TransactionManager):
 
 
 class _Producer(faust_aiokafka.Producer):
+    def client_of(self, transactional_id: str | None) -> Any:
+        """Return the aiokafka producer of ``transactional_id``, or the one outside transactions for None."""
+        if transactional_id is None:
+            return self._ensure_producer()
+        # NOTE: _transaction_producers is private to Faust's aiokafka producer (faust-streaming 0.15).
+        producer = self._transaction_producers.get(transactional_id)
+        if producer is None:
+            raise RuntimeError(f"no transactional producer {transactional_id!r}: its partition is not "
+                               "assigned to this worker")
+        return producer
+
     async def commit_transactions(self, tid_to_offset_map: Any, group_id: str,
                                   start_new_transaction: bool = True) -> None:
         """Commit the transactions of every producer in the map at once, then raise the first error, if any."""

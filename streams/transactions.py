@@ -11,8 +11,10 @@ This module closes three gaps Faust leaves:
   transaction. Here they go to the producer of the input record's partition.
 - Table writes reach the producer through a buffer that a background task
   drains, and a commit does not wait for it, so a row could land in the
-  transaction after the one that commits its event. The agent waits for every
-  changelog write and output of a batch before the batch is acknowledged.
+  transaction after the one that commits its event. The tables here keep
+  their changelog records until the batch ends (``streams/changelog.py``), and
+  the agent waits for them and every output of a batch before the batch is
+  acknowledged.
 - The local RocksDB files keep writes of transactions that were later aborted.
   A worker removes them at start, and the tables rebuild from the committed
   changelogs (``reset_local_tables``), unless its last stop was clean: then every
@@ -32,6 +34,7 @@ import faust
 import structlog
 
 from nurture.config.settings import WorkerSettings
+from nurture.streams.changelog import BatchedTable, transactional_id_for
 from nurture.streams.faust_fixes import FixedTableManager
 
 EXACTLY_ONCE = "exactly_once"
@@ -48,32 +51,14 @@ def faust_options(worker: WorkerSettings) -> dict[str, Any]:
         "table_standby_replicas": worker.table_standby_replicas,
         "broker_session_timeout": worker.session_timeout_seconds,
         "broker_commit_interval": worker.commit_interval_ms / 1000.0,
+        "producer_max_batch_size": 512 * 1024,
     }
-
-
-class SettledTable(faust.Table):
-    """A Faust table that keeps the futures of its changelog writes until they are settled."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.unsettled: list[Awaitable[Any]] = []
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        future = super().send_changelog(*args, **kwargs)
-        self.unsettled.append(future)
-        return future
-
-
-def settled_table(app: faust.App, name: str, **kwargs: Any) -> SettledTable:
-    """Define a :class:`SettledTable` on ``app``, as ``app.Table`` would define a plain one."""
-    table = SettledTable(app, name=name, beacon=app.tables.beacon, **kwargs)
-    return app.tables.add(table)  # type: ignore[return-value]
 
 
 class Outbox:
     """Sender of the agent's outputs, which waits once per batch until the broker has them all."""
 
-    def __init__(self, app: faust.App, tables: Iterable[SettledTable]) -> None:
+    def __init__(self, app: faust.App, tables: Iterable[BatchedTable]) -> None:
         self.app = app
         self.tables = list(tables)
         self.pending: list[Awaitable[Any]] = []
@@ -107,8 +92,7 @@ class Outbox:
         futures = self.pending
         self.pending = []
         for table in self.tables:
-            futures.extend(table.unsettled)
-            table.unsettled = []
+            futures.extend(await table.send_changelog_batch())
         if futures:
             await asyncio.wait_for(asyncio.gather(*futures), timeout=SETTLE_TIMEOUT_SECONDS)
 
@@ -118,15 +102,6 @@ class Outbox:
         self.pending = []
         if futures:
             await asyncio.wait_for(asyncio.gather(*futures), timeout=SETTLE_TIMEOUT_SECONDS)
-
-
-def transactional_id_for(app: faust.App, topic: str, partition: int) -> str:
-    """Return the transactional id whose transaction commits ``topic``'s ``partition``.
-
-    Faust's TransactionManager.commit derives it the same way.
-    """
-    group = app.assignor.group_for_topic(topic)
-    return f"{app.conf.id}-{group}-{partition}"
 
 
 def reset_local_tables(app: faust.App) -> None:

@@ -71,7 +71,12 @@ def test_settle_waits_for_outputs_and_changelog_writes() -> None:
     async def run() -> tuple[list[Any], list[Any]]:
         loop = asyncio.get_running_loop()
         write, output = loop.create_future(), loop.create_future()
-        table = SimpleNamespace(unsettled=[write])
+        batches = [[write]]
+
+        async def send_changelog_batch() -> list[Any]:
+            return batches.pop() if batches else []
+
+        table = SimpleNamespace(send_changelog_batch=send_changelog_batch)
         outbox = Outbox(SimpleNamespace(in_transaction=False), [table])
         outbox.pending.append(output)
         settling = asyncio.ensure_future(outbox.settle())
@@ -82,11 +87,11 @@ def test_settle_waits_for_outputs_and_changelog_writes() -> None:
         assert not settling.done()
         output.set_result(None)
         await settling
-        return table.unsettled, outbox.pending
+        return batches, outbox.pending
 
-    unsettled, pending = asyncio.run(run())
+    unsent, pending = asyncio.run(run())
 
-    assert unsettled == []
+    assert unsent == []
     assert pending == []
 
 
