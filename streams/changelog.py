@@ -1,4 +1,4 @@
-"""Tables whose changelog records leave once per batch, in one record batch per partition.
+"""Tables whose changelog records leave once per agent batch, in Kafka record batches per partition.
 
 A write to a plain Faust table goes to RocksDB and queues one changelog record
 for Faust's producer buffer, which a background task hands to aiokafka one
@@ -62,7 +62,7 @@ async def _send(producer: Any, batch: Any, tp: TP, count: int,
 
     def sent(done: Any) -> None:
         if not done.cancelled() and done.exception() is None:
-            on_sent(tp, done.result().offset + count - 1)  # a failure reaches whoever awaits the future
+            on_sent(tp, done.result().offset + count - 1)  # a failure is raised where the future is awaited
 
     future.add_done_callback(sent)
     return future

@@ -80,7 +80,7 @@ def test_each_partition_goes_to_its_transaction() -> None:
     assert producers["app-0-5"].sent == [("leads-changelog", 5, [(b"lead-2", b"v")])]
 
 
-def test_full_batch_starts_another_and_offsets_name_last_records() -> None:
+def test_full_batch_starts_another_batch() -> None:
     buffer = ChangelogBuffer()
     for number in range(5):
         buffer.add(None, 2, f"lead-{number}".encode(), b"v")
