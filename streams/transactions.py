@@ -51,6 +51,8 @@ def faust_options(worker: WorkerSettings) -> dict[str, Any]:
         "table_standby_replicas": worker.table_standby_replicas,
         "broker_session_timeout": worker.session_timeout_seconds,
         "broker_commit_interval": worker.commit_interval_ms / 1000.0,
+        # NOTE: a broker or topic whose max.message.bytes is below this (Kafka's default is
+        # about 1 MB) rejects full changelog record batches (streams/changelog.py).
         "producer_max_batch_size": 512 * 1024,
     }
 
