@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable
 import faust
 from faust.types import TP
 
+
 class ChangelogBuffer:
     """Changelog records waiting to be sent, by transactional id and partition, the last value per key."""
 
