@@ -23,11 +23,18 @@ WRAPPERS = ("<module>", "main ", "Command.", "Group.", "Context.", "pass_context
             "_add_commands", "BaseEventLoop.run_", "Thread.", "Thread._bootstrap", "_WorkItem.run", "_worker ")
 
 
-def record(py_spy: str, pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
-    """Start py-spy on ``pid`` for ``seconds``; the caller waits for the returned process."""
-    return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
-                             "--format", "raw", "--nonblocking", "--output", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def record(py_spy: str, pid: int, seconds: int, out: Path, gil: bool = False) -> subprocess.Popen[bytes]:
+    """Start py-spy on ``pid`` for ``seconds``; the caller waits for the returned process.
+
+    With ``gil``, only the thread holding the GIL is sampled, so C code that released
+    it, such as LightGBM's prediction, does not count. Without it, py-spy samples every
+    thread it finds active.
+    """
+    command = [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
+               "--format", "raw", "--nonblocking", "--output", str(out)]
+    if gil:
+        command.append("--gil")
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def frame_name(frame: str) -> str:

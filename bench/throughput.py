@@ -19,7 +19,8 @@ rate (or at --latency-rate) for --latency-seconds, each stamped when sent. Laten
 to the broker timestamp of each command they cause, and to its arrival at a
 read_committed consumer. The worker's nurture_agent_seconds_total gives the agent's
 wall-clock time per event by phase over the backlog. With --profile-seconds, py-spy
-samples the worker during the backlog. Results go to var/bench/results/throughput.json.
+samples the worker during the backlog; --profile-gil keeps only the samples of the
+thread that holds the GIL, which shows where the CPU time goes. Results go to var/bench/results/throughput.json.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=0.0,
                         help="events/s of the latency run, or 0 (the default) for half the worker's measured rate")
     parser.add_argument("--profile-seconds", type=int, default=15, help="0 skips the profile")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="sample only the thread holding the GIL (py-spy --gil)")
     parser.add_argument("--timeout", type=float, default=900.0, help="maximum wait for one contender (s)")
     parser.add_argument("--peer-guarantee", choices=("exactly-once", "at-least-once"), default="exactly-once",
                         help="processing guarantee of the Faust and Quix contenders (the worker's is its setting)")
@@ -110,7 +113,8 @@ def run_worker(args: argparse.Namespace, directory: Path, prefix: str, model_dir
                 first_at, first_count, first_samples = now, count, worker.samples()
                 first_cpu = worker.cpu_seconds()
                 if args.profile_seconds:
-                    spy = record(args.py_spy, worker.process.pid, args.profile_seconds, directory / "profile.txt")
+                    spy = record(args.py_spy, worker.process.pid, args.profile_seconds, directory / "profile.txt",
+                                 gil=args.profile_gil)
             if count >= total:
                 break
             if time.monotonic() > deadline:
