@@ -57,6 +57,9 @@
   each with three requests to the broker (AddOffsetsToTxn, TxnOffsetCommit
   and EndTxn), while the agent waits. The transactions of a commit now run
   at the same time.
+- Faust hands each fetched record to the streams inside four tasks, which
+  cost most of its consumer path. The records now go by a plain await
+  whenever nothing can make the hand-off wait (streams/faust_drain.py).
 - At a log level of warning or above, Faust's worker lowers the root logger to
   DEBUG for its progress spinner, and the libraries' debug records cost about
   4 % of the worker's time. ``Worker`` leaves the spinner out.
@@ -76,6 +79,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
+from nurture.streams.faust_drain import drain
 from nurture.streams.faust_recovery import FixedRecovery
 
 log = structlog.get_logger("nurture.rebalance")
@@ -173,6 +177,10 @@ class _Consumer(faust_aiokafka.Consumer):
             else:
                 self._next_offsets[tp] = max(message.offset + 1, expected or 0)
             yield tp, message
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        # NOTE: _drain_messages is private to Faust's Consumer (faust-streaming 0.11 to 0.15).
+        await drain(self, fetcher)
 
     async def commit(self, *args: Any, **kwargs: Any) -> bool:
         # Between two batches: every record of the last one is acknowledged with its outputs.
