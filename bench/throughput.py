@@ -9,6 +9,8 @@ of its own, one after the other, on the same broker:
 * passthrough: raw aiokafka, copy every record to another topic (the limit);
 * worker: `nurture worker` as it runs, measured through its /metrics;
 * faust: a plain Faust agent running the same pipeline one event at a time;
+* faust-floor: a Faust agent with the worker's settings and batches that only reads,
+  the bound of any engine built on Faust agents;
 * quix: the same with Quix Streams (its own virtual environment, --quix-python).
 
 Both peers run with --peer-guarantee, exactly once by default like the worker.
@@ -46,7 +48,7 @@ from latency import command_latencies  # noqa: E402
 from spy import record, summarise  # noqa: E402
 from nurture.streams.metrics import PhaseClock  # noqa: E402
 
-CONTENDERS = ("passthrough", "worker", "faust", "quix")
+CONTENDERS = ("passthrough", "faust-floor", "worker", "faust", "quix")
 BENCH_VENV = PROJECT / "var" / "bench-venv" / "bin"
 
 
@@ -176,15 +178,17 @@ def finish_profile(spy: subprocess.Popen[bytes], path: Path) -> dict[str, Any]:
 def run_script(args: argparse.Namespace, name: str, directory: Path, prefix: str, model_dir: Path, total: int) -> float:
     group = f"{prefix}-{name}"
     python = args.quix_python if name == "quix" else sys.executable
-    script = {"passthrough": "passthrough.py", "faust": "faust_agent.py", "quix": "quix_pipeline.py"}[name]
+    script = {"passthrough": "passthrough.py", "faust-floor": "faust_floor.py", "faust": "faust_agent.py",
+              "quix": "quix_pipeline.py"}[name]
     result = directory / f"{name}.json"
     command = [python, str(PROJECT / "bench" / script), "--prefix", prefix, "--group", group,
                "--expect", str(total), "--result", str(result)]
     if name != "passthrough":
         (directory / name).mkdir()
-        command += ["--model-dir", str(model_dir), "--data-dir", str(directory / name / "data"),
-                    "--journeys", str(common.journeys_without_quiet_hours(directory / name)),
-                    "--guarantee", args.peer_guarantee]
+        command += ["--data-dir", str(directory / name / "data"), "--guarantee", args.peer_guarantee]
+    if name in ("faust", "quix"):
+        command += ["--model-dir", str(model_dir),
+                    "--journeys", str(common.journeys_without_quiet_hours(directory / name))]
     common.create_topics([f"{prefix}.{group}.{'out' if name == 'passthrough' else 'commands'}"])
     with (directory / f"{name}.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
