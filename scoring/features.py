@@ -59,24 +59,27 @@ def _page(event: Event) -> str:
     return str(event.attrs.get("page") or "")
 
 
-def _interest(pages: frozenset[str]) -> Callable[[Event], bool]:
-    return lambda event: _page(event) in pages
+def _interest(pages: frozenset[str]) -> Callable[[Event, str], bool]:
+    return lambda event, page: page in pages
 
 
-SIGNALS: dict[str, Callable[[Event], bool]] = {
-    "clicks": lambda e: e.kind == "click",
-    "opens": lambda e: e.kind == "open",
-    "forms": lambda e: e.kind == "form" and not e.is_conversion,
-    "product_views": lambda e: _page(e) == "product_view",
-    "cart_adds": lambda e: _page(e) == "add_to_cart",
-    "checkout_steps": lambda e: _page(e) in CHECKOUT_PAGES
+# Each signal tests an event and its page ("" for events without one).
+SIGNALS: dict[str, Callable[[Event, str], bool]] = {
+    "clicks": lambda e, page: e.kind == "click",
+    "opens": lambda e, page: e.kind == "open",
+    "forms": lambda e, page: e.kind == "form" and not e.is_conversion,
+    "product_views": lambda e, page: page == "product_view",
+    "cart_adds": lambda e, page: page == "add_to_cart",
+    "checkout_steps": lambda e, page: page in CHECKOUT_PAGES
     or (e.kind == "form" and e.attrs.get("form") in CHECKOUT_FORMS),
-    "errors": lambda e: _page(e) in ERROR_PAGES,
-    "conversions": lambda e: e.is_conversion,
+    "errors": lambda e, page: page in ERROR_PAGES,
+    "conversions": lambda e, page: e.is_conversion,
     **{f"interest_{name}": _interest(pages) for name, pages in INTEREST_PAGES.items()},
 }
+_SIGNAL_TESTS = tuple(SIGNALS.values())
 # Signals also counted exactly in whole clock hours (last 24) and days (last 7).
 COUNTED_SIGNALS = ("clicks", "opens", "product_views", "cart_adds", "checkout_steps")
+_COUNTED_POSITIONS = tuple((signal, list(SIGNALS).index(signal)) for signal in COUNTED_SIGNALS)
 HOUR_SLOTS = 24
 DAY_SLOTS = 7
 
@@ -128,7 +131,8 @@ def update(state: dict[str, Any], event: Event) -> dict[str, Any]:
     if event.kind not in ENGAGEMENT_KINDS:
         return state
     at = event.event_time
-    hits = [predicate(event) for predicate in SIGNALS.values()]
+    page = _page(event)
+    hits = [test(event, page) for test in _SIGNAL_TESTS]
 
     _add_decayed(state, hits, at)
     _add_counts(state, hits, at)
@@ -163,10 +167,12 @@ def vector(state: dict[str, Any], at_ms: int) -> list[float]:
     # One factor per half-life rather than per feature gives the same numbers with far fewer pow calls.
     factors = _decay_factors(elapsed_hours) * len(SIGNALS)
     decayed = [value * factor for value, factor in zip(state["decayed"], factors)]
+    hour, day = at_ms // MS_PER_HOUR, at_ms // MS_PER_DAY
+    hours, days = state["hours"], state["days"]
     counts = []
     for signal in COUNTED_SIGNALS:
-        counts.append(float(_window_sum(state["hours"][signal], at_ms // MS_PER_HOUR, HOUR_SLOTS)))
-        counts.append(float(_window_sum(state["days"][signal], at_ms // MS_PER_DAY, DAY_SLOTS)))
+        counts.append(float(_window_sum(hours[signal], hour, HOUR_SLOTS)))
+        counts.append(float(_window_sum(days[signal], day, DAY_SLOTS)))
     first = state["first"] if state["first"] is not None else at_ms
     conversion = state["last_conversion"]
 
@@ -175,8 +181,8 @@ def vector(state: dict[str, Any], at_ms: int) -> list[float]:
         *counts,
         max(0, at_ms - first) / MS_PER_HOUR,
         -1.0 if conversion is None else max(0, at_ms - conversion) / MS_PER_HOUR,
-        float(_active_slots(state["active_hours"], at_ms // MS_PER_HOUR, HOUR_SLOTS)),
-        float(_active_slots(state["active_days"], at_ms // MS_PER_DAY, DAY_SLOTS)),
+        float(_active_slots(state["active_hours"], hour, HOUR_SLOTS)),
+        float(_active_slots(state["active_days"], day, DAY_SLOTS)),
         estimated_sessions(state["session_bits"]),
         float(state["funnel"]),
         float(state["events"]),
@@ -198,26 +204,24 @@ def estimated_sessions(bits: int) -> float:
 def _add_decayed(state: dict[str, Any], hits: list[bool], at: int) -> None:
     """Decay the sums to the later of the two times, then add this event at its own age."""
     last = at if state["t"] is None else state["t"]
-    forward_hours = max(0, at - last) / MS_PER_HOUR
-    backward_hours = max(0, last - at) / MS_PER_HOUR
     decayed = state["decayed"]
-    forward = _decay_factors(forward_hours)
-    backward = _decay_factors(backward_hours)
-    index = 0
-    for hit in hits:
-        for slot in range(len(HALF_LIVES_HOURS)):
-            value = decayed[index] * forward[slot]
-            if hit:
-                value += backward[slot]
-            decayed[index] = value
-            index += 1
+    if at > last:
+        factors = _decay_factors((at - last) / MS_PER_HOUR) * len(SIGNALS)
+        decayed[:] = [value * factor for value, factor in zip(decayed, factors)]
+    # An event older than the sums enters at its age; a factor of 1.0 adds it unchanged.
+    ages = _decay_factors((last - at) / MS_PER_HOUR) if last > at else (1.0,) * len(HALF_LIVES_HOURS)
+    width = len(ages)
+    for position, hit in enumerate(hits):
+        if hit:
+            start = position * width
+            for slot, age in enumerate(ages):
+                decayed[start + slot] += age
     state["t"] = max(at, last)
 
 
 def _add_counts(state: dict[str, Any], hits: list[bool], at: int) -> None:
-    hit_by_signal = dict(zip(SIGNALS, hits))
-    for signal in COUNTED_SIGNALS:
-        if hit_by_signal[signal]:
+    for signal, position in _COUNTED_POSITIONS:
+        if hits[position]:
             _count_in_slot(state["hours"][signal], at // MS_PER_HOUR)
             _count_in_slot(state["days"][signal], at // MS_PER_DAY)
 
@@ -251,7 +255,12 @@ def _window_sum(slots: list[list[int]], now: int, width: int) -> int:
 
 
 def _active_slots(slots: list[int], now: int, width: int) -> int:
-    return sum(1 for period in slots if now - width < period <= now)
+    oldest = now - width
+    active = 0
+    for period in slots:
+        if oldest < period <= now:
+            active += 1
+    return active
 
 
 def _session_bit(event: Event) -> int:
