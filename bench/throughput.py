@@ -20,9 +20,10 @@ its last. Then the worker, still running, gets fresh leads' events at half its
 rate (or at --latency-rate) for --latency-seconds, each stamped when sent. Latency runs from that stamp
 to the broker timestamp of each command they cause, and to its arrival at a
 read_committed consumer. The worker's nurture_agent_seconds_total gives the agent's
-wall-clock time per event by phase over the backlog. With --profile-seconds, py-spy
-samples the worker during the backlog; --profile-gil keeps only the samples of the
-thread that holds the GIL, which shows where the CPU time goes. Results go to var/bench/results/throughput.json.
+wall-clock time per event by phase over the backlog and over the latency run, with the
+worker's CPU time per event. With --profile-seconds, py-spy samples the worker during
+the backlog, or during the latency run with --profile-live; --profile-gil keeps only
+the samples of the thread that holds the GIL, which shows where the CPU time goes. Results go to var/bench/results/throughput.json.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def main() -> None:
     parser.add_argument("--profile-seconds", type=int, default=15, help="0 skips the profile")
     parser.add_argument("--profile-gil", action="store_true",
                         help="sample only the thread holding the GIL (py-spy --gil)")
+    parser.add_argument("--profile-live", action="store_true",
+                        help="profile during the latency run instead of the backlog")
     parser.add_argument("--timeout", type=float, default=900.0, help="maximum wait for one contender (s)")
     parser.add_argument("--peer-guarantee", choices=("exactly-once", "at-least-once"), default="exactly-once",
                         help="processing guarantee of the Faust and Quix contenders (the worker's is its setting)")
@@ -114,7 +117,7 @@ def run_worker(args: argparse.Namespace, directory: Path, prefix: str, model_dir
             if count and not first_at:
                 first_at, first_count, first_samples = now, count, worker.samples()
                 first_cpu = worker.cpu_seconds()
-                if args.profile_seconds:
+                if args.profile_seconds and not args.profile_live:
                     spy = record(args.py_spy, worker.process.pid, args.profile_seconds, directory / "profile.txt",
                                  gil=args.profile_gil)
             if count >= total:
@@ -130,13 +133,32 @@ def run_worker(args: argparse.Namespace, directory: Path, prefix: str, model_dir
         out["row_cache_hits"] = row_cache_hits(last_samples)
         if spy is not None:
             out["profile"] = finish_profile(spy, directory / "profile.txt")
+            spy = None
         if args.latency_seconds:
             rate = args.latency_rate or out["rate"] / 2
+            before, count_before, cpu_before = worker.samples(), worker.records_in(topics), worker.cpu_seconds()
+            if args.profile_seconds and args.profile_live:
+                spy = record(args.py_spy, worker.process.pid, args.profile_seconds, directory / "profile.txt",
+                             gil=args.profile_gil)
             out["latency"] = command_latencies(worker, prefix, rate, args.latency_seconds)
+            out["latency"].update(live_load(worker, topics, before, count_before, cpu_before))
+            if spy is not None:
+                out["profile"] = finish_profile(spy, directory / "profile.txt")
         out["worker_rss_bytes"] = worker.rss_bytes()
     finally:
         worker.stop()
     return out
+
+
+def live_load(worker: Worker, topics: tuple[str, ...], before: dict[str, float], count_before: float,
+              cpu_before: float) -> dict[str, Any]:
+    """Return the agent's phases, CPU time per event and mean batch size over the latency run."""
+    after, events = worker.samples(), worker.records_in(topics) - count_before
+    batches = (after.get("nurture_scoring_batch_records_count", 0.0)
+               - before.get("nurture_scoring_batch_records_count", 0.0))
+    return {"phases_us": phase_breakdown(before, after, events),
+            "cpu_us_per_event": (worker.cpu_seconds() - cpu_before) / events * 1e6,
+            "events_per_batch": events / batches if batches else None}
 
 
 def phase_breakdown(before: dict[str, float], after: dict[str, float], events: float) -> dict[str, float]:
@@ -232,6 +254,11 @@ def print_table(result: dict[str, Any]) -> None:
         for name, prefix in (("written (broker timestamp)", ""), ("visible to read_committed", "visible_")):
             print(f"  {name}: p50 {latency[prefix + 'p50_ms']:.0f} ms, p99 {latency[prefix + 'p99_ms']:.0f} ms, "
                   f"max {latency[prefix + 'max_ms']:.0f} ms")
+        if latency.get("phases_us"):
+            print(f"  the agent's time per event by phase (µs): "
+                  + ", ".join(f"{phase} {micros:.0f}" for phase, micros in latency["phases_us"].items()))
+            print(f"  CPU time per event {latency['cpu_us_per_event']:.0f} µs, "
+                  f"events per batch {latency['events_per_batch'] or 0:.0f}")
     phases = result.get("phases_us")
     if phases:
         print("the agent's wall-clock time per event during the backlog, by phase (µs):")
