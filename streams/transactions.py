@@ -40,7 +40,6 @@ from nurture.streams.faust_fixes import FixedTableManager
 EXACTLY_ONCE = "exactly_once"
 CLEAN_STOP_FILE = "clean-stop"  # in the tables directory: every local row was committed at the last stop
 SETTLE_TIMEOUT_SECONDS = 60.0
-STREAM_BUFFER_RECORDS = 32_768  # records a worker holds fetched ahead of its agent
 log = structlog.get_logger("nurture.transactions")
 
 
@@ -55,9 +54,9 @@ def faust_options(worker: WorkerSettings) -> dict[str, Any]:
         # NOTE: a broker or topic whose max.message.bytes is below this (Kafka's default is
         # about 1 MB) rejects full changelog record batches (streams/changelog.py).
         "producer_max_batch_size": 512 * 1024,
-        # Records fetched ahead of the agent. With Faust's 4,096, fetching paused and
-        # resumed so often that the agent waited for records (docs/benchmarks.md).
-        "stream_buffer_maxsize": STREAM_BUFFER_RECORDS,
+        # With Faust's 4,096, fetching paused and resumed so often that the agent
+        # waited for records (docs/benchmarks.md).
+        "stream_buffer_maxsize": worker.stream_buffer_records,
     }
 
 

@@ -166,6 +166,17 @@ def test_guarantee_setting_defaults_and_choices() -> None:
         load_settings(environ={"NURTURE_WORKER_PROCESSING_GUARANTEE": "twice"})
 
 
+def test_stream_buffer_setting_reaches_faust(tmp_path: Path) -> None:
+    settings = load_settings(environ={"NURTURE_WORKER_DATA_DIR": str(tmp_path),
+                                      "NURTURE_WORKER_STREAM_BUFFER_RECORDS": "1000"})
+    app, _ = build_app(settings)
+
+    assert app.conf.stream_buffer_maxsize == 1000
+    assert load_settings(environ={}).worker.stream_buffer_records == 32768
+    with pytest.raises(ConfigError, match="NURTURE_WORKER_STREAM_BUFFER_RECORDS: must be at least 1, got 0"):
+        load_settings(environ={"NURTURE_WORKER_STREAM_BUFFER_RECORDS": "0"})
+
+
 class _Store:
     def __init__(self) -> None:
         self.persisted: dict[Any, int] = {}
