@@ -238,6 +238,15 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def phase_text(phases: dict[str, float]) -> str:
+    """Return the phases in a line, with the scoring thread's share inside the handle phase."""
+    parts = [f"{phase} {micros:.0f}" for phase, micros in phases.items() if phase != "scoring"]
+    if "scoring" in phases:
+        parts = [f"{part} (scoring thread {phases['scoring']:.0f})" if part.startswith("handle ") else part
+                 for part in parts]
+    return ", ".join(parts)
+
+
 def print_table(result: dict[str, Any]) -> None:
     rates = result["rates"]
     worker = rates.get("worker")
@@ -255,18 +264,20 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"  {name}: p50 {latency[prefix + 'p50_ms']:.0f} ms, p99 {latency[prefix + 'p99_ms']:.0f} ms, "
                   f"max {latency[prefix + 'max_ms']:.0f} ms")
         if latency.get("phases_us"):
-            print(f"  the agent's time per event by phase (µs): "
-                  + ", ".join(f"{phase} {micros:.0f}" for phase, micros in latency["phases_us"].items()))
+            print(f"  the agent's time per event by phase (µs): {phase_text(latency['phases_us'])}")
             print(f"  CPU time per event {latency['cpu_us_per_event']:.0f} µs, "
                   f"events per batch {latency['events_per_batch'] or 0:.0f}")
     phases = result.get("phases_us")
     if phases:
         print("the agent's wall-clock time per event during the backlog, by phase (µs):")
-        print("  " + ", ".join(f"{phase} {micros:.0f}" for phase, micros in phases.items()))
+        print(f"  {phase_text(phases)}")
     if result.get("cpu_us_per_event"):
         print(f"the worker process's CPU time per event during the backlog: {result['cpu_us_per_event']:.0f} µs")
     if result.get("row_cache_hits") is not None:
         print(f"rows taken from the row cache: {result['row_cache_hits']:.0%}")
+    elif phases:
+        print("rows taken from the row cache: unknown (the worker publishes the count every 5 s, "
+              "and the backlog ended sooner)")
     profile = result.get("profile")
     if profile and "top" in profile:
         print(f"\nworker profile, {profile['samples']:,} samples (inclusive %, self %):")

@@ -213,7 +213,7 @@ def _prepare_worker(settings: Settings, holder: RuntimeHolder, web_address: tupl
              model_version=runtime.model.version,
              shadow_model_version=runtime.shadow.version if runtime.shadow else None,
              rules=[rule.name for rule in rules], journeys=[journey.name for journey in book.journeys],
-             partitions=settings.kafka.partitions,
+             partitions=settings.kafka.partitions, stream_buffer_records=worker.stream_buffer_records,
              settings_source=settings.source)
     if worker.clock_file:
         log.warning("worker_clock_from_file", clock_file=worker.clock_file,
