@@ -4,9 +4,10 @@ Run: .venv/bin/python bench/faust_floor.py --prefix P --group G --expect N --res
 
 One agent reads P.click, P.open and P.form in the worker's batches
 (streams/batching.py), with the worker's Faust app class (streams/faust_fixes.py),
-settings and processing guarantee (exactly once by default), and only acknowledges each record. Its rate bounds
-every engine built on Faust agents on this machine: what the worker's own work
-costs comes on top. Once it has read N records it writes a JSON summary (first
+settings and processing guarantee (exactly once by default). It only counts the
+records, which ``take_batches`` acknowledges after each batch. Its rate bounds
+every engine built on Faust agents on this machine, and the worker's own work
+comes on top. Once it has read N records it writes a JSON summary (first
 and last record's wall time, count) to --result and keeps running until it is
 stopped.
 """
@@ -58,7 +59,8 @@ def main() -> None:
         parser.add_argument(name, required=True)
     parser.add_argument("--expect", type=int, required=True, help="records to read before writing the result")
     parser.add_argument("--result", required=True, help="file for the JSON summary")
-    parser.add_argument("--guarantee", choices=("exactly-once", "at-least-once"), default="exactly-once")
+    parser.add_argument("--guarantee", choices=("exactly-once", "at-least-once"), default="exactly-once",
+                        help="processing guarantee; the worker's default is exactly once")
     args = parser.parse_args()
     Worker(build(args), loglevel="info", quiet=True, redirect_stdouts=False).execute_from_commandline()
 

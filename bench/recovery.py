@@ -6,7 +6,7 @@ For each size, and first for none, it fills the lead
 table's changelog of a fresh app id with that many valid lead rows. It fills
 the timer table's changelog with their index entries too. Then it starts
 `nurture worker` on an empty data directory. Recovery time runs from the start of the process to
-the moment its ready endpoint answers true. Nothing is taken off for start-up: the
+the moment its ready endpoint returns true. Nothing is taken off for start-up: the
 empty run became ready a second later than the run of 10,000 leads, so a difference
 would measure the spread between starts. Then it reads the process's resident
 memory and the size of its data directory, stops it, and counts the rows in its

@@ -208,7 +208,7 @@ def _add_decayed(state: dict[str, Any], hits: list[bool], at: int) -> None:
     if at > last:
         factors = _decay_factors((at - last) / MS_PER_HOUR) * len(SIGNALS)
         decayed[:] = [value * factor for value, factor in zip(decayed, factors)]
-    # An event older than the sums enters at its age; a factor of 1.0 adds it unchanged.
+    # An event older than the sums enters decayed by its age, and any other one at full weight.
     ages = _decay_factors((last - at) / MS_PER_HOUR) if last > at else (1.0,) * len(HALF_LIVES_HOURS)
     width = len(ages)
     for position, hit in enumerate(hits):

@@ -12,7 +12,7 @@ conductor is rebuilding its callbacks, when Faust's producer buffer is over its
 limit, or when a stream queue of the record's partition is full.
 ``can_hand_off_at_once`` checks these before each record. When none holds, the
 record is handed off by a plain await, which then runs to its end without
-waiting; otherwise it goes through ``wait_first`` as in Faust. Everything else
+waiting. Otherwise it goes through ``wait_first`` as in Faust. Everything else
 follows Faust's drain loop: the read offsets, the gaps between them that
 acknowledgement fills, and the periodic yield to the event loop.
 """
@@ -22,13 +22,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import structlog
 from faust.transport.consumer import CONSUMER_FETCHING
 
+log = structlog.get_logger("nurture.consumer")
 YIELD_EVERY = 100  # records handed off between two yields to the event loop, as in Faust
 
 
 def can_hand_off_at_once(consumer: Any, tp: Any) -> bool:
-    """Tell whether the conductor can take a record of ``tp`` now, without waiting for anything."""
+    """Return True when the conductor can take a record of ``tp`` at once, without waiting for anything."""
     app = consumer.app
     if consumer.suspend_flow.is_set() or not app.flow_control.is_active():
         return False
@@ -45,7 +47,7 @@ def can_hand_off_at_once(consumer: Any, tp: Any) -> bool:
 async def drain(consumer: Any, fetcher: Any) -> None:
     """Fetch records and hand them to the conductor until the consumer or the fetcher stops."""
     # NOTE: _read_offset, _add_gap, _commit_every and _n_acked are private to Faust's Consumer
-    # (faust-streaming 0.11 to 0.15); ``drain`` keeps them as Faust's own loop does.
+    # (faust-streaming 0.11 to 0.15). ``drain`` reads and updates them as Faust's own loop does.
     read_offsets = consumer._read_offset
     acks_enabled_for = consumer.app.topics.acks_enabled_for
     since_yield = 0
@@ -63,7 +65,7 @@ async def drain(consumer: Any, fetcher: Any) -> None:
                     since_yield = 0
                 last = read_offsets[tp]
                 if last is not None and message.offset < last:
-                    continue  # read before; Faust drops it the same way
+                    continue  # already read, and Faust drops such records too
                 if last and message.offset - last > 1 and acks_enabled_for(message.topic):
                     await consumer._add_gap(tp, last + 1, message.offset)
                 await _maybe_commit(consumer)
@@ -76,11 +78,11 @@ async def drain(consumer: Any, fetcher: Any) -> None:
     except consumer.consumer_stopped_errors:
         if not consumer.transport.app.should_stop:
             raise
-        consumer.log.info("Broker stopped consumer, shutting down...")
+        log.info("consumer_stopped", reason="broker")
     except asyncio.CancelledError:
         if not consumer.transport.app.should_stop:
             raise
-        consumer.log.info("Consumer shutting down for user cancel.")
+        log.info("consumer_stopped", reason="cancelled")
     finally:
         consumer.diag.unset_flag(CONSUMER_FETCHING)
 
