@@ -240,10 +240,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def phase_text(phases: dict[str, float]) -> str:
     """Return the phases in a line, with the scoring thread's share inside the handle phase."""
-    parts = [f"{phase} {micros:.0f}" for phase, micros in phases.items() if phase != "scoring"]
-    if "scoring" in phases:
-        parts = [f"{part} (scoring thread {phases['scoring']:.0f})" if part.startswith("handle ") else part
-                 for part in parts]
+    parts = []
+    for phase, micros in phases.items():
+        if phase == "scoring":
+            continue
+        text = f"{phase} {micros:.0f}"
+        if phase == "handle" and "scoring" in phases:
+            text += f" (scoring thread {phases['scoring']:.0f})"
+        parts.append(text)
     return ", ".join(parts)
 
 

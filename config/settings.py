@@ -114,8 +114,8 @@ class WorkerSettings:
     # Decoded rows of the most recently written leads kept in memory (about 32 KiB
     # each), so that a busy lead's row is not parsed at every batch; 0 turns it off.
     row_cache_leads: int = 2000
-    # Records fetched ahead of the agent, events and changelog rows during a recovery alike;
-    # below batch_max_events no batch fills up, and a few thousand make the agent wait for fetches.
+    # Records fetched ahead of the agent: events, and changelog rows during a recovery.
+    # Below batch_max_events no batch fills up, and a few thousand make the agent wait for fetches.
     stream_buffer_records: int = 32768
     journeys_file: str = str(DEFAULT_JOURNEYS_FILE)
     timer_check_ms: int = 500  # how often the worker looks for due journey waits and deferred commands
